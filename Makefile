@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv on first use.
+PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+ifeq ($(OS),Windows_NT)
+  BIN := $(VENV)/Scripts
+else
+  BIN := $(VENV)/bin
+endif
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+SCENARIO ?= scenarios/demo.toml
+
+.PHONY: demo test test-all bench lint typecheck clean sweep
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loadbench needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,plot,fast]'
+	@touch $(STAMP)
+
+## demo: run the concurrency sweep against the built-in simulator, write results/ and a report
+demo: $(STAMP)
+	$(BIN)/loadbench run scenarios/demo.toml
+
+## test: the default test suite (real sockets against the simulator)
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not real"
+
+## test-all: every tier that runs without a real engine, slow tests included
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "not real"
+
+## bench: client overhead, timing error and start-up, printed side by side
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+## sweep: run any scenario (make sweep SCENARIO=scenarios/poisson.toml)
+sweep: $(STAMP)
+	$(BIN)/loadbench run $(SCENARIO)
+
+## lint: ruff and mypy --strict
+lint: $(STAMP)
+	$(BIN)/ruff check loadbench tests benchmarks
+	$(BIN)/ruff format --check loadbench tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build dist
