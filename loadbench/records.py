@@ -24,13 +24,17 @@ class ErrorKind(StrEnum):
 
     CONNECT = "connect_error"  # refused, unreachable, DNS
     TIMEOUT = "timeout"  # the target timeout ran out (connect, headers or the whole stream)
+    NO_RESPONSE = "no_response"  # the connection closed or reset before any response head
     DROPPED = "connection_dropped"  # the connection closed or reset mid-response
     INCOMPLETE = "incomplete_stream"  # the body ended cleanly but without `data: [DONE]`
     MALFORMED = "malformed_event"  # an SSE event whose payload is not valid JSON
+    ERROR_EVENT = "error_event"  # the server reported an error inside the stream
     NOT_SSE = "not_sse"  # status 200 but the body is not an event stream
     EMPTY = "empty_completion"  # the stream finished with no content tokens at all
     BAD_RESPONSE = "bad_response"  # a non-streaming body that is not a completion
     PROTOCOL = "protocol_error"  # HTTP framing the client could not parse
+    INTERRUPTED = "interrupted"  # in flight when the run was stopped (Ctrl-C, SIGTERM)
+    CLIENT = "client_error"  # a fault in loadbench itself; counted, never fatal, reported
 
 
 def http_error(status: int) -> str:
@@ -59,6 +63,7 @@ class RequestRecord:
     error: str | None = None
     status: int | None = None
     prompt_tokens: int | None = None
+    detail: str | None = None  # failures only: a short, redacted description for the report
 
     @property
     def ok(self) -> bool:

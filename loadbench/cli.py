@@ -1,0 +1,366 @@
+"""The command line: the one synchronous entry point, and the one place errors are caught.
+
+Exit codes:
+    0    done
+    1    a run finished but failed a check (reserved for thresholds), or an internal error
+    2    bad input: a scenario, an option, a file
+    3    the target did not answer before the first stage
+    130  interrupted (Ctrl-C, SIGTERM) after the partial results were written
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter
+from typing import Any, NoReturn
+
+import click
+
+from loadbench import __version__
+from loadbench.errors import LoadbenchError, TargetUnreachable, UsageError
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+
+
+def _fail(exc: LoadbenchError) -> NoReturn:
+    for line in exc.message.splitlines() or [type(exc).__name__]:
+        click.echo(f"Error: {line}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    """Turns every LoadbenchError into ``Error: …`` on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LoadbenchError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loadbench")
+def main() -> None:
+    """Load-test OpenAI-compatible LLM servers: streaming requests from a scenario file,
+    exact latency percentiles (HDR histograms), honest about coordinated omission and about
+    its own CPU."""
+
+
+def _backend_options() -> dict[str, Any]:
+    if sys.platform == "win32" or os.environ.get("LOADBENCH_LOOP") == "asyncio":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+@contextlib.contextmanager
+def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
+    """Yields the base URL to load and what the result file says about the target."""
+    spec = scenario.target.simulate
+    if spec is None:
+        yield scenario.target.base_url, {"base_url": scenario.target.base_url, "simulated": False}
+        return
+    from loadbench.simserver import SimConfig, simulator_process
+
+    config = SimConfig(**dataclasses.asdict(spec))
+    with simulator_process(config) as handle:
+        yield (
+            handle.base_url,
+            {
+                "base_url": handle.base_url,
+                "simulated": True,
+                "simulator": dataclasses.asdict(config),
+                "startup_s": round((handle.ready_ns - handle.started_ns) / 1e9, 3),
+            },
+        )
+
+
+def _probe(base_url: str, timeout_s: float) -> list[str] | None:
+    """Fail fast (exit 3) when nothing answers; returns the server's model ids if it lists them."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        response = httpx.get(url, timeout=min(timeout_s, 10.0), trust_env=False)
+    except httpx.HTTPError as exc:
+        raise TargetUnreachable(f"cannot reach {base_url}: {exc}") from None
+    try:
+        data = response.json()["data"]
+        return [str(m["id"]) for m in data]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@main.command()
+@click.argument("scenario_file", metavar="SCENARIO")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Result file to write (default: results/<name>-<UTC time>.json).",
+)
+@click.option(
+    "--base-url", help="Target URL, e.g. http://127.0.0.1:8000/v1 (beats the file and env)."
+)
+@click.option("--model", "models", multiple=True, help="Model to test; repeat for several.")
+@click.option("--concurrency", help="Closed-loop stages, e.g. 1,4,16.")
+@click.option("--rate", help="Open-loop stages in requests/s, e.g. 2,8.")
+@click.option("--requests", type=int, help="Measured requests per stage.")
+@click.option("--duration-s", type=float, help="Measured seconds per stage instead of a count.")
+@click.option(
+    "--transport",
+    type=click.Choice(["auto", "lean", "httpx"]),
+    default="auto",
+    show_default=True,
+    help="HTTP transport: lean HTTP/1.1 for http://, httpx's own for https:// (auto).",
+)
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("-q", "--quiet", is_flag=True, help="No live progress; the summary only.")
+def run(
+    scenario_file: str,
+    output: Path | None,
+    base_url: str | None,
+    models: tuple[str, ...],
+    concurrency: str | None,
+    rate: str | None,
+    requests: int | None,
+    duration_s: float | None,
+    transport: str,
+    insecure: bool,
+    quiet: bool,
+) -> None:
+    """Run SCENARIO (a TOML file) and write a result file and a summary."""
+    started = perf_counter()
+    from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
+
+    scenario = load_scenario(scenario_file)
+    scenario = apply_overrides(
+        scenario,
+        base_url=base_url,
+        models=models,
+        concurrency=parse_int_list(concurrency, "--concurrency") if concurrency else (),
+        rate=parse_float_list(rate, "--rate") if rate else (),
+        requests=requests,
+        duration_s=duration_s,
+    )
+    from loadbench.plan import plan_stages
+
+    plans = plan_stages(scenario)
+    if output is not None and output.exists() and output.is_dir():
+        raise UsageError(f"{output}: is a directory, expected a file name for the results")
+    warnings: list[str] = []
+    api_key = None
+    key_env = scenario.target.api_key_env
+    if key_env:
+        api_key = os.environ.get(key_env) or None
+        if api_key is None:
+            warnings.append(f"environment variable {key_env} is not set: no Authorization header")
+
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    for w in warnings:
+        console.print(f"warning: {w}", style="yellow")
+    with _target(scenario) as (url, target_info):
+        listed = _probe(url, scenario.target.timeout_s)
+        if listed is not None:
+            missing = [m for m in scenario.models if m not in listed]
+            if missing:
+                msg = (
+                    f"the server does not list model(s) {', '.join(missing)}; "
+                    f"it lists {', '.join(listed[:8]) or 'none'}"
+                )
+                warnings.append(msg)
+                console.print(f"warning: {msg}", style="yellow")
+        target_info["startup_to_first_request_s"] = round(perf_counter() - started, 3)
+        state, interrupted, started_at = _execute(
+            scenario, plans, url, api_key, transport, not insecure, console, quiet
+        )
+    finished_at = _now_iso()
+    from loadbench.progress import summary_table
+    from loadbench.results import build_document, default_path, dumps, write_atomic
+
+    target_info["insecure"] = insecure
+    for s in state.stages:
+        if s.client.warning:
+            warnings.append(f"{s.plan.model} {s.plan.label}: {s.client.warning}")
+    document = build_document(
+        scenario,
+        state.stages,
+        started_at=started_at,
+        finished_at=finished_at,
+        interrupted=interrupted,
+        target=target_info,
+        warnings=warnings,
+    )
+    path = output or default_path(scenario.name, datetime.now(UTC))
+    write_atomic(path, dumps(document))
+    out = Console(highlight=False)
+    if state.stages:
+        out.print(summary_table(state.stages))
+    out.print(f"results: {path}")
+    if interrupted:
+        console.print("interrupted: partial results written", style="yellow")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _execute(
+    scenario: Any,
+    plans: Any,
+    url: str,
+    api_key: str | None,
+    transport: str,
+    verify: bool,
+    console: Any,
+    quiet: bool,
+) -> tuple[Any, bool, str]:
+    import anyio
+
+    from loadbench.client import LoadClient
+    from loadbench.engine import RunState, run_stages
+    from loadbench.progress import Reporter
+
+    state = RunState()
+    reporter = Reporter(console, len(plans), quiet=quiet)
+    stopped_by_signal = False
+    max_streams = max(
+        [p.concurrency or 0 for p in plans]
+        + [p.max_concurrency or len(p.offsets_ns) for p in plans]
+    )
+
+    async def watch_sigterm(cancel: Callable[[], None]) -> None:
+        nonlocal stopped_by_signal
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                stopped_by_signal = True
+                cancel()
+                return
+
+    async def main_task() -> None:
+        async with (
+            LoadClient(
+                base_url=url,
+                api=scenario.target.api,
+                spec=scenario.request,
+                timeout_s=scenario.target.timeout_s,
+                max_connections=max(max_streams, 1),
+                api_key=api_key,
+                verify=verify,
+                transport=transport,
+            ) as client,
+            anyio.create_task_group() as tg,
+        ):
+            if sys.platform != "win32":
+                tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
+            tg.start_soon(reporter.watch, state)
+            await run_stages(plans, scenario.prompts, client, state, reporter.stage_done)
+            tg.cancel_scope.cancel()
+
+    started_at = _now_iso()
+    interrupted = False
+    try:
+        anyio.run(main_task, backend_options=_backend_options())
+    except KeyboardInterrupt:
+        interrupted = True
+    if stopped_by_signal:
+        interrupted = True
+    if interrupted:
+        state.close_partial()
+    return state, interrupted, started_at
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port (0 = any free one).")
+@click.option(
+    "--ttft-ms",
+    type=float,
+    default=80.0,
+    show_default=True,
+    help="Prefill time once a slot is free.",
+)
+@click.option(
+    "--itl-ms",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Gap between tokens at batch size 1.",
+)
+@click.option(
+    "--jitter",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Relative std-dev of every delay (0.1 = 10%).",
+)
+@click.option(
+    "--slots",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Requests decoding together; the rest queue.",
+)
+@click.option(
+    "--batch-itl-factor",
+    type=float,
+    default=0.08,
+    show_default=True,
+    help="ITL grows by this fraction per extra request in the batch.",
+)
+@click.option(
+    "--max-tokens-default",
+    type=int,
+    default=128,
+    show_default=True,
+    help="Tokens generated when a request gives no max_tokens.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for jitter and faults.")
+@click.option(
+    "--error-rate", type=float, default=0.0, show_default=True, help="Fraction answered HTTP 500."
+)
+@click.option(
+    "--rate-limit-rate", type=float, default=0.0, show_default=True, help="Fraction answered 429."
+)
+@click.option(
+    "--drop-rate", type=float, default=0.0, show_default=True, help="Fraction dropped mid-stream."
+)
+@click.option(
+    "--malformed-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction with one malformed event.",
+)
+@click.option(
+    "--stall-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction that stall after the first token.",
+)
+@click.option("--stall-s", type=float, default=30.0, show_default=True, help="Length of a stall.")
+def simulate(host: str, port: int, **options: Any) -> None:
+    """Serve a simulated OpenAI-compatible LLM (continuous batching, optional faults)."""
+    from loadbench.simserver import SimConfig
+    from loadbench.simserver import run as serve
+
+    config = SimConfig(**options)
+    problems = config.validate()
+    if problems:
+        raise UsageError("\n".join(f"simulate: {p}" for p in problems))
+    serve(config, host, port)

@@ -1,0 +1,346 @@
+"""Sends one streaming completion request and turns what came back into a RequestRecord.
+
+The hot path per network read is: one ``perf_counter_ns()`` stamp, SSE split, one orjson
+parse per event, an int appended per content event. Parsed payloads are never kept
+(../shared/research/client-limits.md §3: kept dicts caused 150-300 ms GC pauses).
+Every outcome, including a bug in this module, ends as a record: nothing a server does
+can raise out of :meth:`LoadClient.execute`.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+from time import perf_counter_ns
+from types import TracebackType
+from typing import Self
+
+import anyio
+import httpx
+import orjson
+
+from loadbench import __version__
+from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
+from loadbench.scenario import Api, RequestSpec
+from loadbench.sse import SSEDecoder
+from loadbench.transport import LeanTransport
+
+_ERROR_BODY_BYTES = 4096
+_DETAIL_CHARS = 300
+
+
+class TransportKind:
+    AUTO = "auto"  # lean for http://, httpx's own for https:// (TLS, proxies)
+    LEAN = "lean"
+    HTTPX = "httpx"
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A load test has no session; parsing Set-Cookie cost ~26% of client CPU when kept."""
+
+    def extract_cookies(self, response: object, request: object) -> None:  # type: ignore[override]
+        return None
+
+    def add_cookie_header(self, request: object) -> None:  # type: ignore[override]
+        return None
+
+
+def make_transport(
+    base_url: str, *, kind: str, max_connections: int, verify: bool
+) -> httpx.AsyncBaseTransport:
+    scheme = httpx.URL(base_url).scheme
+    if kind == TransportKind.LEAN or (kind == TransportKind.AUTO and scheme == "http"):
+        return LeanTransport()
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    return httpx.AsyncHTTPTransport(limits=limits, verify=verify, retries=0)
+
+
+def endpoint(base_url: str, api: Api) -> str:
+    path = "/chat/completions" if api is Api.CHAT else "/completions"
+    return base_url.rstrip("/") + path
+
+
+def request_body(model: str, prompt: str, api: Api, spec: RequestSpec) -> bytes:
+    """The JSON body for one prompt; built once per (model, prompt) and reused."""
+    body: dict[str, object] = {"model": model, "max_tokens": spec.max_tokens}
+    if api is Api.CHAT:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    if spec.temperature is not None:
+        body["temperature"] = spec.temperature
+    body["stream"] = spec.stream
+    if spec.stream:
+        body["stream_options"] = {"include_usage": True}
+    body.update(spec.extra)
+    return orjson.dumps(body)
+
+
+class StreamState:
+    """What one SSE response has said so far: stamps and counts, no payloads.
+
+    Pure (no I/O) so that arbitrary event sequences can be fed to it in tests.
+    Content is any non-empty ``delta.content`` (chat), ``text`` (completions) or a
+    reasoning delta (``reasoning_content``/``reasoning``, as vLLM and DeepSeek-style
+    servers stream thoughts): the user waits for the first of any of them. A role-only
+    delta and the final usage chunk carry no content and get no stamp.
+    """
+
+    __slots__ = (
+        "chat",
+        "completion_tokens",
+        "done",
+        "error_events",
+        "finished",
+        "malformed",
+        "prompt_tokens",
+        "token_ns",
+    )
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.token_ns: list[int] = []
+        self.done = False
+        self.finished = False
+        self.malformed = 0
+        self.error_events = 0
+        self.completion_tokens: int | None = None
+        self.prompt_tokens: int | None = None
+
+    def feed(self, payload: bytes, now_ns: int) -> None:
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.malformed += 1
+            return
+        if type(obj) is not dict:
+            self.malformed += 1
+            return
+        choices = obj.get("choices")
+        if choices and type(choices) is list:
+            choice = choices[0]
+            if type(choice) is dict:
+                if self.chat:
+                    delta = choice.get("delta")
+                    if type(delta) is dict and (
+                        delta.get("content")
+                        or delta.get("reasoning_content")
+                        or delta.get("reasoning")
+                    ):
+                        self.token_ns.append(now_ns)
+                elif choice.get("text"):
+                    self.token_ns.append(now_ns)
+                if choice.get("finish_reason"):
+                    self.finished = True
+        usage = obj.get("usage")
+        if usage and type(usage) is dict:
+            completion = usage.get("completion_tokens")
+            if type(completion) is int and completion >= 0:
+                self.completion_tokens = completion
+            prompt = usage.get("prompt_tokens")
+            if type(prompt) is int and prompt >= 0:
+                self.prompt_tokens = prompt
+        if "error" in obj:
+            self.error_events += 1
+
+    def outcome(self, leftover: bool) -> str | None:
+        """The error class of a stream that ended cleanly at the HTTP level, or None."""
+        if self.error_events:
+            return ErrorKind.ERROR_EVENT
+        if self.malformed:
+            return ErrorKind.MALFORMED
+        if not self.done and not self.finished:
+            return ErrorKind.INCOMPLETE
+        if not self.token_ns:
+            return ErrorKind.EMPTY
+        return None
+
+
+class LoadClient:
+    """One httpx client shared by every worker of a run, over the transport picked above."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api: Api,
+        spec: RequestSpec,
+        timeout_s: float,
+        max_connections: int,
+        api_key: str | None = None,
+        verify: bool = True,
+        transport: str = TransportKind.AUTO,
+    ) -> None:
+        self._url = endpoint(base_url, api)
+        self._api = api
+        self._spec = spec
+        self._timeout_s = timeout_s
+        self._secret = api_key or None
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream" if spec.stream else "application/json",
+            "accept-encoding": "identity",  # compressed SSE would defeat per-event stamps
+            "user-agent": f"loadbench/{__version__}",
+        }
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._client = httpx.AsyncClient(
+            transport=make_transport(
+                base_url, kind=transport, max_connections=max_connections, verify=verify
+            ),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,  # a redirected POST is the server's answer, not a retry
+            trust_env=False,
+            cookies=_NoCookies(),
+        )
+        self._requests: dict[tuple[str, str], httpx.Request] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self._client.aclose()
+
+    def _request(self, model: str, prompt: str) -> httpx.Request:
+        key = (model, prompt)
+        request = self._requests.get(key)
+        if request is None:
+            body = request_body(model, prompt, self._api, self._spec)
+            request = self._client.build_request("POST", self._url, content=body)
+            self._requests[key] = request
+        return request
+
+    async def execute(
+        self, *, index: int, warmup: bool, model: str, prompt: str, due_ns: int | None = None
+    ) -> RequestRecord:
+        """Send one request, bounded by the target timeout; never raises except cancellation.
+
+        ``due_ns`` is when the schedule wanted the request sent (open loop); ``None``
+        means now (closed loop). Latencies are later measured from ``due_ns``.
+        """
+        request = self._request(model, prompt)
+        state = StreamState(self._api is Api.CHAT)
+        status: int | None = None
+        error: str | None = None
+        detail: str | None = None
+        got_head = False
+        sent_ns = perf_counter_ns()
+        with anyio.move_on_after(self._timeout_s) as scope:
+            try:
+                response = await self._client.send(request, stream=True)
+                got_head = True
+                try:
+                    status = response.status_code
+                    if status != 200:
+                        error = http_error(status)
+                        detail = await _read_error_body(response)
+                    elif not self._spec.stream:
+                        error = _read_completion(await response.aread(), state, perf_counter_ns())
+                    elif not response.headers.get("content-type", "").startswith(
+                        "text/event-stream"
+                    ):
+                        error = ErrorKind.NOT_SSE
+                        detail = f"content-type {response.headers.get('content-type')!r}"
+                    else:
+                        decoder = SSEDecoder()
+                        feed = state.feed
+                        async for data in response.aiter_raw():
+                            now = perf_counter_ns()
+                            for payload in decoder.feed(data):
+                                feed(payload, now)
+                        error = state.outcome(decoder.close())
+                finally:
+                    await response.aclose()
+            except httpx.TimeoutException as exc:
+                error, detail = ErrorKind.TIMEOUT, str(exc)
+            except httpx.ConnectError as exc:
+                error, detail = ErrorKind.CONNECT, str(exc)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, OSError) as exc:
+                error = ErrorKind.DROPPED if got_head else ErrorKind.NO_RESPONSE
+                detail = str(exc) or type(exc).__name__
+            except httpx.HTTPError as exc:
+                error, detail = ErrorKind.PROTOCOL, str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug here must cost one request, not the run
+                error, detail = ErrorKind.CLIENT, f"{type(exc).__name__}: {exc}"
+        end_ns = perf_counter_ns()
+        if scope.cancelled_caught:
+            error, detail = ErrorKind.TIMEOUT, f"no complete response within {self._timeout_s} s"
+        if state.completion_tokens is not None:
+            tokens, source = state.completion_tokens, TokenSource.USAGE
+        else:
+            tokens, source = len(state.token_ns), TokenSource.EVENTS
+        return RequestRecord(
+            index=index,
+            warmup=warmup,
+            due_ns=sent_ns if due_ns is None else due_ns,
+            sent_ns=sent_ns,
+            end_ns=end_ns,
+            token_ns=tuple(state.token_ns),
+            output_tokens=tokens,
+            counted_by=source,
+            error=error,
+            status=status,
+            prompt_tokens=state.prompt_tokens,
+            detail=self._redact(detail),
+        )
+
+    def _redact(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        text = text[:_DETAIL_CHARS]
+        if self._secret:
+            text = text.replace(self._secret, "[redacted]")
+        return text
+
+
+async def _read_error_body(response: httpx.Response) -> str:
+    """The start of an error body, for the report; the rest is not worth the wait."""
+    got = b""
+    async for data in response.aiter_raw():
+        got += data
+        if len(got) >= _ERROR_BODY_BYTES:
+            break
+    try:
+        message = orjson.loads(got)["error"]["message"]
+        if isinstance(message, str):
+            return message
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+        pass
+    return got[:_DETAIL_CHARS].decode("utf-8", "replace")
+
+
+def _read_completion(body: bytes, state: StreamState, now_ns: int) -> str | None:
+    """A non-streaming completion: E2E only; one stamp if it carries content."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ErrorKind.BAD_RESPONSE
+    if type(obj) is not dict or type(obj.get("choices")) is not list or not obj["choices"]:
+        return ErrorKind.BAD_RESPONSE
+    choice = obj["choices"][0]
+    if type(choice) is not dict:
+        return ErrorKind.BAD_RESPONSE
+    message = choice.get("message")
+    text = message.get("content") if type(message) is dict else choice.get("text")
+    usage = obj.get("usage")
+    if type(usage) is dict:
+        completion = usage.get("completion_tokens")
+        if type(completion) is int and completion >= 0:
+            state.completion_tokens = completion
+        prompt = usage.get("prompt_tokens")
+        if type(prompt) is int and prompt >= 0:
+            state.prompt_tokens = prompt
+    if not text:
+        return ErrorKind.EMPTY
+    return None

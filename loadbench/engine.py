@@ -1,0 +1,255 @@
+"""The engine: executes a plan's stages against the target and folds records into stages.
+
+Closed loop (``concurrency``): N workers, each sending its next request as soon as its
+last one ended; warmup requests run first, as their own phase, so the measured window
+starts warm. Open loop (``rate``): request i is due at ``stage start + offset_i`` and is
+sent then, whatever else is in flight (up to ``max_concurrency``); latencies count from
+the due time, so a server (or a client) that falls behind shows it instead of hiding it
+(coordinated omission), and ``sent - due`` is kept as schedule lag.
+
+State lives in a :class:`RunState` owned by the caller: when the run is cancelled
+(Ctrl-C, SIGTERM), the caller still holds every stage finished so far and the partial one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from time import perf_counter_ns
+
+import anyio
+
+from loadbench.client import LoadClient
+from loadbench.metrics import StageAccumulator, StageFigures
+from loadbench.monitor import ClientHealth, ClientMonitor
+from loadbench.plan import StagePlan
+from loadbench.records import ErrorKind, RequestRecord, TokenSource
+from loadbench.scenario import LoadMode
+
+# Open-loop stages start this far in the future so the first due time is not already late.
+_LEAD_S = 0.005
+
+
+@dataclass(frozen=True)
+class StageResult:
+    plan: StagePlan
+    figures: StageFigures
+    client: ClientHealth
+    started_at: str
+    finished_at: str
+    interrupted: bool
+    error_samples: dict[str, str]
+
+
+@dataclass
+class LiveStage:
+    """The stage in progress: what a progress display reads and an interruption saves."""
+
+    plan: StagePlan
+    accumulator: StageAccumulator
+    monitor: ClientMonitor
+    started_at: str
+    expected: int | None  # measured requests, when count-bounded
+    error_samples: dict[str, str] = field(default_factory=dict)
+    warmup_done: int = 0
+
+    def sink(self, rec: RequestRecord) -> None:
+        self.accumulator.add(rec)
+        if rec.warmup:
+            self.warmup_done += 1
+        if rec.error is not None and rec.detail and rec.error not in self.error_samples:
+            self.error_samples[rec.error] = rec.detail
+
+    def finish(self, *, interrupted: bool) -> StageResult:
+        return StageResult(
+            plan=self.plan,
+            figures=self.accumulator.finish(),
+            client=self.monitor.finish(),
+            started_at=self.started_at,
+            finished_at=_now_iso(),
+            interrupted=interrupted,
+            error_samples=dict(self.error_samples),
+        )
+
+
+@dataclass
+class RunState:
+    stages: list[StageResult] = field(default_factory=list)
+    live: LiveStage | None = None
+
+    def close_partial(self) -> None:
+        """After a cancellation: keep the stage that was running, marked interrupted."""
+        if self.live is not None:
+            self.stages.append(self.live.finish(interrupted=True))
+            self.live = None
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def expected_requests(plan: StagePlan) -> int | None:
+    if plan.mode is LoadMode.RATE:
+        return len(plan.offsets_ns) - plan.warmup
+    return plan.requests
+
+
+async def run_stages(
+    plans: Sequence[StagePlan],
+    prompts: Sequence[str],
+    client: LoadClient,
+    state: RunState,
+    on_stage_end: Callable[[StageResult], None] = lambda _: None,
+) -> None:
+    for plan in plans:
+        result = await run_stage(plan, prompts, client, state)
+        on_stage_end(result)
+
+
+async def run_stage(
+    plan: StagePlan, prompts: Sequence[str], client: LoadClient, state: RunState
+) -> StageResult:
+    live = LiveStage(
+        plan=plan,
+        accumulator=StageAccumulator(open_loop=plan.mode is LoadMode.RATE),
+        monitor=ClientMonitor(),
+        started_at=_now_iso(),
+        expected=expected_requests(plan),
+    )
+    state.live = live
+    live.monitor.start()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(live.monitor.sample_lag)
+        if plan.mode is LoadMode.RATE:
+            await _open_loop(plan, prompts, client, live.sink)
+        else:
+            await _closed_loop(plan, prompts, client, live.sink)
+        tg.cancel_scope.cancel()
+    result = live.finish(interrupted=False)
+    state.stages.append(result)
+    state.live = None
+    return result
+
+
+async def _send(
+    client: LoadClient,
+    sink: Callable[[RequestRecord], None],
+    *,
+    index: int,
+    warmup: bool,
+    model: str,
+    prompt: str,
+    due_ns: int | None,
+) -> None:
+    """Execute and record one request; one cut short by the run's cancellation still counts."""
+    started = perf_counter_ns()
+    try:
+        rec = await client.execute(
+            index=index, warmup=warmup, model=model, prompt=prompt, due_ns=due_ns
+        )
+    except anyio.get_cancelled_exc_class():
+        now = perf_counter_ns()
+        sink(
+            RequestRecord(
+                index=index,
+                warmup=warmup,
+                due_ns=started if due_ns is None else due_ns,
+                sent_ns=started,
+                end_ns=now,
+                token_ns=(),
+                output_tokens=0,
+                counted_by=TokenSource.EVENTS,
+                error=ErrorKind.INTERRUPTED,
+            )
+        )
+        raise
+    sink(rec)
+
+
+async def _closed_loop(
+    plan: StagePlan,
+    prompts: Sequence[str],
+    client: LoadClient,
+    sink: Callable[[RequestRecord], None],
+) -> None:
+    order = plan.prompt_order
+    concurrency = plan.concurrency or 1
+
+    async def phase(first: int, stop: int | None, deadline: float | None, workers: int) -> None:
+        counter = itertools.count(first)
+        warmup = first < plan.warmup
+
+        async def worker() -> None:
+            while True:
+                i = next(counter)
+                if stop is not None and i >= stop:
+                    return
+                if deadline is not None and anyio.current_time() >= deadline:
+                    return
+                prompt = prompts[order[i % len(order)]]
+                await _send(
+                    client,
+                    sink,
+                    index=i,
+                    warmup=warmup,
+                    model=plan.model,
+                    prompt=prompt,
+                    due_ns=None,
+                )
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+
+    if plan.warmup:
+        await phase(0, plan.warmup, None, min(concurrency, plan.warmup))
+    if plan.requests is not None:
+        await phase(plan.warmup, plan.warmup + plan.requests, None, concurrency)
+    else:
+        duration = plan.duration_s or 0.0
+        await phase(plan.warmup, None, anyio.current_time() + duration, concurrency)
+
+
+async def _open_loop(
+    plan: StagePlan,
+    prompts: Sequence[str],
+    client: LoadClient,
+    sink: Callable[[RequestRecord], None],
+) -> None:
+    order = plan.prompt_order
+    limiter = anyio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
+
+    async def one(i: int, due_ns: int) -> None:
+        prompt = prompts[order[i % len(order)]]
+        warmup = i < plan.warmup
+        if limiter is None:
+            await _send(
+                client,
+                sink,
+                index=i,
+                warmup=warmup,
+                model=plan.model,
+                prompt=prompt,
+                due_ns=due_ns,
+            )
+            return
+        async with limiter:  # time spent waiting here is schedule lag, by design
+            await _send(
+                client,
+                sink,
+                index=i,
+                warmup=warmup,
+                model=plan.model,
+                prompt=prompt,
+                due_ns=due_ns,
+            )
+
+    # Tie the two clocks once: anyio's for sleeping, perf_counter_ns for stamps.
+    start = anyio.current_time() + _LEAD_S
+    base_ns = perf_counter_ns() + int(_LEAD_S * 1e9)
+    async with anyio.create_task_group() as tg:
+        for i, offset_ns in enumerate(plan.offsets_ns):
+            await anyio.sleep_until(start + offset_ns / 1e9)
+            tg.start_soon(one, i, base_ns + offset_ns)

@@ -1,0 +1,161 @@
+"""Pure HTTP/1.1 response framing for the lean transport: head parsing and body decoding.
+
+Kept apart from the socket code so it can be tested by value and by property. It parses
+only what a load generator needs from a server's *responses*: the status line, headers and
+a body framed by ``Transfer-Encoding: chunked``, ``Content-Length`` or connection close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class Framing(StrEnum):
+    CHUNKED = "chunked"
+    LENGTH = "length"
+    CLOSE = "close"  # body runs until the server closes the connection
+    NONE = "none"  # 1xx, 204, 304, or a response to HEAD
+
+
+class FramingError(ValueError):
+    """The server sent bytes that are not valid HTTP/1.1 framing."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    framing: Framing
+    content_length: int
+    keep_alive: bool
+
+
+def parse_head(block: bytes, *, method: bytes = b"POST") -> ResponseHead:
+    """Parse a status line and headers (``block`` excludes the final blank line)."""
+    lines = block.split(b"\r\n")
+    status_line = lines[0]
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise FramingError(f"bad status line {status_line[:80]!r}")
+    status = int(parts[1])
+    reason = parts[2] if len(parts) == 3 else b""
+    headers: list[tuple[bytes, bytes]] = []
+    chunked = False
+    length = -1
+    close = parts[0] == b"HTTP/1.0"
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise FramingError(f"bad header line {line[:80]!r}")
+        value = value.strip()
+        headers.append((name, value))
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            chunked = value.lower().endswith(b"chunked")
+        elif lname == b"content-length":
+            if not value.isdigit():
+                raise FramingError(f"bad Content-Length {value[:40]!r}")
+            length = int(value)
+        elif lname == b"connection":
+            token = value.lower()
+            if token == b"close":
+                close = True
+            elif token == b"keep-alive":
+                close = False
+    if status < 200 or status in (204, 304) or method == b"HEAD":
+        framing = Framing.NONE
+    elif chunked:
+        framing = Framing.CHUNKED
+    elif length >= 0:
+        framing = Framing.LENGTH
+    else:
+        framing = Framing.CLOSE
+        close = True
+    return ResponseHead(status, reason, headers, framing, max(length, 0), not close)
+
+
+class BodyDecoder:
+    """Turns raw socket reads into body bytes. ``feed`` returns the body pieces in order.
+
+    For chunked bodies it strips the framing without copying payload bytes more than once
+    per read; a server that sends one SSE event per chunk (all of them) costs one slice.
+    Trailers after the last chunk are skipped. ``done`` turns true at the end of the body;
+    bytes after it (which a non-pipelining client never expects) are ignored.
+    """
+
+    __slots__ = ("_buf", "_framing", "_remaining", "_trailers", "done")
+
+    def __init__(self, framing: Framing, content_length: int = 0) -> None:
+        self._framing = framing
+        self._buf = b""
+        # LENGTH: body bytes left. CHUNKED: bytes left of the current chunk's data + CRLF.
+        self._remaining = content_length if framing is Framing.LENGTH else 0
+        self._trailers = False
+        self.done = framing is Framing.NONE or (framing is Framing.LENGTH and content_length == 0)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.done or not data:
+            return []
+        framing = self._framing
+        if framing is Framing.CLOSE:
+            return [data]
+        if framing is Framing.LENGTH:
+            if len(data) >= self._remaining:
+                data = data[: self._remaining]
+                self.done = True
+            self._remaining -= len(data)
+            return [data]
+        return self._feed_chunked(self._buf + data if self._buf else data)
+
+    def _feed_chunked(self, buf: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        pos = 0
+        n = len(buf)
+        rem = self._remaining
+        while pos < n:
+            if rem:
+                take = min(rem, n - pos)
+                data_left = rem - 2  # the chunk's data, excluding its trailing CRLF
+                if data_left > 0:
+                    piece = buf[pos : pos + min(take, data_left)]
+                    out.append(piece)
+                pos += take
+                rem -= take
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if n - pos > 1024:
+                    raise FramingError("chunk size line too long")
+                break
+            if self._trailers:  # after the last chunk: trailer lines, then an empty line
+                empty = eol == pos
+                pos = eol + 2
+                if empty:
+                    self.done = True
+                    break
+                continue
+            size_text = buf[pos:eol].split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise FramingError(f"bad chunk size {size_text[:20]!r}") from None
+            if size < 0:
+                raise FramingError(f"bad chunk size {size_text[:20]!r}")
+            pos = eol + 2
+            if size == 0:
+                self._trailers = True
+                continue
+            rem = size + 2
+        self._remaining = rem
+        self._buf = buf[pos:] if pos < n and not self.done else b""
+        return out
+
+    def eof(self) -> bool:
+        """The connection closed: returns whether the body was complete."""
+        if self._framing is Framing.CLOSE:
+            self.done = True
+        return self.done

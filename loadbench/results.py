@@ -1,0 +1,153 @@
+"""The result file: one versioned orjson document per run, written atomically.
+
+Serialisation is explicit here and nowhere else, so the contract (``schema_version``
+1, described by ``result.schema.json`` beside this module) is in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loadbench import __version__
+from loadbench.engine import StageResult
+from loadbench.errors import ResultFileError, UsageError
+from loadbench.metrics import encode
+from loadbench.scenario import Scenario
+
+SCHEMA_VERSION = 1
+
+
+def environment() -> dict[str, object]:
+    return {
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count() or 1,
+        "argv0": Path(sys.argv[0]).name,
+    }
+
+
+def stage_to_dict(stage: StageResult) -> dict[str, object]:
+    plan, fig = stage.plan, stage.figures
+    return {
+        "model": plan.model,
+        "label": plan.label,
+        "mode": str(plan.mode),
+        "concurrency": plan.concurrency,
+        "rate": plan.rate,
+        "max_concurrency": plan.max_concurrency,
+        "started_at": stage.started_at,
+        "finished_at": stage.finished_at,
+        "interrupted": stage.interrupted,
+        "requests": {"sent": fig.sent, "ok": fig.ok, "failed": fig.failed, "warmup": fig.warmup},
+        "errors": dict(sorted(fig.errors.items())),
+        "error_samples": dict(sorted(stage.error_samples.items())),
+        "duration_s": round(fig.duration_s, 6),
+        "throughput": {
+            "requests_per_s": round(fig.requests_per_s, 4),
+            "output_tokens_per_s": round(fig.output_tokens_per_s, 3),
+        },
+        "tokens": {"output": fig.output_tokens, "counted_by": fig.counted_by},
+        "latency_ms": {name: s.to_dict() for name, s in fig.latency_ms.items()},
+        "histograms": {name: encode(h) for name, h in fig.histograms.items()},
+        "histogram_clamped": fig.clamped,
+        "client": stage.client.to_dict(),
+    }
+
+
+def build_document(
+    scenario: Scenario,
+    stages: Sequence[StageResult],
+    *,
+    started_at: str,
+    finished_at: str,
+    interrupted: bool,
+    target: dict[str, object],
+    warnings: Sequence[str] = (),
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "loadbench_version": __version__,
+        "scenario": scenario.to_dict(),
+        "target": target,
+        "environment": environment(),
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "interrupted": interrupted,
+        "warnings": list(warnings),
+        "stages": [stage_to_dict(s) for s in stages],
+    }
+
+
+def default_path(name: str, now: datetime, folder: Path = Path("results")) -> Path:
+    return folder / f"{name}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write whole or not at all: a temp file in the same folder, fsync, then rename."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot write results here: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UsageError(f"{path}: cannot write results: {exc.strerror or exc}") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dumps(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("loadbench").joinpath("result.schema.json").read_bytes()
+    loaded: dict[str, Any] = orjson.loads(text)
+    return loaded
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    """Read a result file, with a one-line error naming the file for anything unreadable."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except IsADirectoryError:
+        raise ResultFileError(str(p), "is a directory, expected a result file") from None
+    except OSError as exc:
+        raise ResultFileError(str(p), f"cannot read: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise ResultFileError(str(p), "is empty, expected a loadbench result (JSON)")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ResultFileError(str(p), f"not JSON (truncated or not a result file): {exc}") from None
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        raise ResultFileError(str(p), "not a loadbench result: no schema_version")
+    if doc["schema_version"] != SCHEMA_VERSION:
+        raise ResultFileError(
+            str(p),
+            f"schema_version {doc['schema_version']!r}, this loadbench reads {SCHEMA_VERSION}",
+        )
+    if not isinstance(doc.get("stages"), list):
+        raise ResultFileError(str(p), "stages: expected a list")
+    return doc

@@ -1,0 +1,162 @@
+"""A lean HTTP/1.1 transport for httpx, for plain-HTTP load generation.
+
+httpx stays the API; this replaces httpcore's connection pool on the hot path. Measured
+on this project's machine (../shared/research/client-limits.md): one shared AsyncClient
+over httpcore falls from 19k to 361 SSE events/s as concurrency goes from 1 to 256,
+because the pool's bookkeeping is O(N²) per request; over a transport like this one
+(an O(1) LIFO list of idle connections, chunked bodies decoded by hand) httpx reads
+over 100k events/s per core. It does HTTP/1.1 over ``anyio.connect_tcp`` only: HTTPS,
+HTTP/2 and proxies stay on httpx's own transport (``client.make_transport`` picks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.abc
+import httpx
+
+from loadbench.h1 import MAX_HEAD_BYTES, BodyDecoder, FramingError, parse_head
+
+_READ_SIZE = 65536
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """One idle list per (host, port); connections are reused LIFO, never shared."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[anyio.abc.SocketStream]] = {}
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"the lean transport is plain http, not {url.scheme}")
+        key = (url.host, url.port or 80)
+        idle = self._idle.setdefault(key, [])
+        payload = _render(request, await request.aread())
+        method = request.method.encode()
+        while True:
+            reused = bool(idle)
+            stream = idle.pop() if reused else await _connect(*key, request)
+            received = False
+            try:
+                await stream.send(payload)
+                buf = b""
+                while True:
+                    data = await stream.receive(_READ_SIZE)
+                    received = True
+                    buf += data
+                    end = buf.find(b"\r\n\r\n")
+                    if end >= 0:
+                        head = parse_head(buf[:end], method=method)
+                        rest = buf[end + 4 :]
+                        if head.status < 200:  # 100 Continue and friends: read on
+                            buf = rest
+                            continue
+                        break
+                    if len(buf) > MAX_HEAD_BYTES:
+                        raise FramingError("response head larger than 64 KiB")
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+                await anyio.aclose_forcefully(stream)
+                if reused and not received:
+                    # A keep-alive connection the server had closed: the request never
+                    # reached it, so sending it again on a fresh one is no retry.
+                    continue
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response.", request=request
+                ) from exc
+            except FramingError as exc:
+                await anyio.aclose_forcefully(stream)
+                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
+            decoder = BodyDecoder(head.framing, head.content_length)
+            first = decoder.feed(rest) if rest else []
+            body = _Body(stream, decoder, first, idle if head.keep_alive else None, request)
+            return httpx.Response(
+                head.status,
+                headers=head.headers,
+                stream=body,
+                extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+            )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            for stream in idle:
+                await anyio.aclose_forcefully(stream)
+        self._idle.clear()
+
+
+async def _connect(host: str, port: int, request: httpx.Request) -> anyio.abc.SocketStream:
+    try:
+        return await anyio.connect_tcp(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise httpx.ConnectError(
+            f"cannot connect to {host}:{port}: {reason}", request=request
+        ) from exc
+
+
+def _render(request: httpx.Request, body: bytes) -> bytes:
+    head = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        head += (name, b": ", value, b"\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + body
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body; gives its connection back only when the body was read to the end."""
+
+    def __init__(
+        self,
+        stream: anyio.abc.SocketStream,
+        decoder: BodyDecoder,
+        first: list[bytes],
+        idle: list[anyio.abc.SocketStream] | None,
+        request: httpx.Request,
+    ) -> None:
+        self._stream: anyio.abc.SocketStream | None = stream
+        self._decoder = decoder
+        self._first = first
+        self._idle = idle
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._first:
+            yield piece
+        self._first = []
+        decoder = self._decoder
+        stream = self._stream
+        if stream is None:
+            return
+        receive = stream.receive
+        while not decoder.done:
+            try:
+                data = await receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+                if decoder.eof():
+                    return
+                raise httpx.RemoteProtocolError(
+                    "peer closed connection without sending complete message body",
+                    request=self._request,
+                ) from exc
+            try:
+                pieces = decoder.feed(data)
+            except FramingError as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
+            for piece in pieces:
+                yield piece
+
+    async def aclose(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        if self._decoder.done and self._idle is not None:
+            self._idle.append(stream)
+        else:
+            await anyio.aclose_forcefully(stream)
