@@ -1,0 +1,849 @@
+"""The scenario: one TOML file read, checked and resolved into a frozen ``Scenario``.
+
+Everything a run needs is decided here, before any connection: the target (a URL, or the
+built-in simulator), the models, the prompts, the request body and the load shape. The
+checks collect every problem in the file and raise one ``ScenarioError`` that lists them
+all, each as ``key.path: expected <what>, got <value>``, so a user fixes a file in one pass.
+Nothing else ever leaves ``load_scenario``, whatever the bytes: it is fuzzed.
+
+The limits below (requests per stage, concurrency, lowest rate, 64-bit integers) are not
+taste: the plan holds every request's due time in memory as a finite number of ns, and the
+result file is written with orjson, which refuses integers wider than 64 bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import TypeGuard
+from urllib.parse import urlsplit
+
+from loadbench.errors import ScenarioError, UsageError
+
+__all__ = [
+    "BASE_URL_ENV",
+    "Api",
+    "Arrival",
+    "LoadMode",
+    "LoadSpec",
+    "RequestSpec",
+    "Scenario",
+    "SimulateSpec",
+    "Target",
+    "apply_overrides",
+    "load_scenario",
+    "parse_float_list",
+    "parse_int_list",
+]
+
+
+class Api(StrEnum):
+    CHAT = "chat"  # POST {base_url}/chat/completions
+    COMPLETIONS = "completions"  # POST {base_url}/completions
+
+
+class LoadMode(StrEnum):
+    CONCURRENCY = "concurrency"  # closed loop: N workers, each sends when its last one ends
+    RATE = "rate"  # open loop: arrivals on a schedule, whatever the server does
+
+
+class Arrival(StrEnum):
+    CONSTANT = "constant"
+    POISSON = "poisson"
+    GAMMA = "gamma"
+
+
+@dataclass(frozen=True)
+class SimulateSpec:
+    """The built-in simulator's settings; the field names are ``SimConfig``'s."""
+
+    ttft_ms: float = 80.0
+    itl_ms: float = 15.0
+    slots: int = 8
+    jitter: float = 0.0
+    batch_itl_factor: float = 0.08
+    max_tokens_default: int = 128
+    seed: int | None = None
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    drop_rate: float = 0.0
+    malformed_rate: float = 0.0
+    stall_rate: float = 0.0
+    stall_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Target:
+    base_url: str | None  # None only while ``simulate`` is set: the simulator's URL is its own
+    api: Api
+    api_key_env: str | None  # the variable's name; the key is read from the environment
+    timeout_s: float
+    simulate: SimulateSpec | None
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    max_tokens: int
+    temperature: float | None  # None: left out of the body, the server's default applies
+    stream: bool
+    extra: Mapping[str, object]  # read-only; merged into the body last, as written
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    mode: LoadMode
+    concurrency: tuple[int, ...]  # one stage per value when mode is CONCURRENCY, else ()
+    rate: tuple[float, ...]  # requests/s, one stage per value when mode is RATE, else ()
+    arrival: Arrival
+    burstiness: float  # gamma shape: 1 is Poisson, below 1 burstier, above 1 steadier
+    max_concurrency: int | None  # open loop: cap on requests in flight
+    requests: int | None  # measured requests per stage; exactly one of this and duration_s
+    duration_s: float | None
+    warmup: int  # requests per stage sent first and left out of every figure
+    seed: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    target: Target
+    models: tuple[str, ...]
+    prompts: tuple[str, ...]
+    prompts_file: str | None  # as written in the file, relative to its folder
+    request: RequestSpec
+    load: LoadSpec
+
+    def to_dict(self) -> dict[str, object]:
+        """The resolved scenario for the result file: plain JSON types, no secrets."""
+        t, r, ld = self.target, self.request, self.load
+        return {
+            "name": self.name,
+            "path": self.path,
+            "target": {
+                "base_url": t.base_url,
+                "api": str(t.api),
+                "api_key_env": t.api_key_env,
+                "timeout_s": t.timeout_s,
+                "simulate": None if t.simulate is None else dataclasses.asdict(t.simulate),
+            },
+            "models": list(self.models),
+            "prompts": list(self.prompts),
+            "prompts_file": self.prompts_file,
+            "request": {
+                "max_tokens": r.max_tokens,
+                "temperature": r.temperature,
+                "stream": r.stream,
+                "extra": _plain(r.extra),
+            },
+            "load": {
+                "mode": str(ld.mode),
+                "concurrency": list(ld.concurrency),
+                "rate": list(ld.rate),
+                "arrival": str(ld.arrival),
+                "burstiness": ld.burstiness,
+                "max_concurrency": ld.max_concurrency,
+                "requests": ld.requests,
+                "duration_s": ld.duration_s,
+                "warmup": ld.warmup,
+                "seed": ld.seed,
+            },
+        }
+
+
+# Checked in this order; the first one set (not blank) wins. Foundry Local prints its
+# endpoint without the /v1 that its OpenAI-compatible routes live under.
+BASE_URL_ENV = ("LOADBENCH_BASE_URL", "OPENAI_BASE_URL", "FOUNDRY_LOCAL_ENDPOINT")
+
+MAX_STAGE_REQUESTS = 1_000_000  # warmup + measured, per stage: the plan holds them all
+MAX_CONCURRENCY = 100_000
+MAX_DURATION_S = 7 * 86_400.0
+MIN_RATE = 0.001  # requests/s; keeps every due time a finite, reasonable number
+MIN_BURSTINESS, MAX_BURSTINESS = 0.01, 100.0  # gap CV from 10 down to 0.1
+MAX_NAME = 64
+MAX_EXTRA_DEPTH = 32
+INT64 = 2**63
+
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL_WANT = "an http:// or https:// URL with a host"
+_SET_BY_LOADBENCH = ("model", "messages", "prompt", "stream", "max_tokens", "temperature")
+
+_TOP_KEYS = ("name", "target", "models", "prompts", "request", "load")
+_TARGET_KEYS = ("base_url", "api", "api_key_env", "timeout_s", "simulate")
+_SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
+_SIM_FAULTS = ("error_rate", "rate_limit_rate", "drop_rate", "malformed_rate", "stall_rate")
+_PROMPT_KEYS = ("items", "file")
+_REQUEST_KEYS = ("max_tokens", "temperature", "stream", "extra")
+_LOAD_KEYS = tuple(f.name for f in dataclasses.fields(LoadSpec) if f.name != "mode")
+
+
+def load_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Scenario:
+    """Read, check and resolve the scenario at ``path``; raises only ``ScenarioError``.
+
+    ``env`` (``os.environ`` when None) may redirect the target: the first of
+    ``LOADBENCH_BASE_URL``, ``OPENAI_BASE_URL`` and ``FOUNDRY_LOCAL_ENDPOINT`` that is set
+    and not blank replaces ``target.base_url`` and drops ``[target.simulate]``, so the same
+    file aims at a real server. An override with no path gets ``/v1`` appended, and so does
+    a ``FOUNDRY_LOCAL_ENDPOINT`` that does not end in ``/v1``. ``--base-url`` on the command
+    line beats all of them (``apply_overrides``). The file itself is still checked whole.
+    """
+    if env is None:
+        env = os.environ
+    shown = str(path)
+    file = Path(path)
+    text, problem = _read_text(file)
+    if problem is not None:
+        raise ScenarioError(shown, [problem])
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(shown, [_toml_problem(str(exc))]) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ScenarioError(shown, ["invalid TOML: nested too deeply"]) from None
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
+        raise ScenarioError(shown, [f"invalid TOML: {str(exc).partition(':')[0]}"]) from None
+    c = _Checker()
+    scenario = _build(c, doc, file, env)
+    if scenario is None:
+        raise ScenarioError(shown, c.problems)
+    return scenario
+
+
+def apply_overrides(
+    s: Scenario,
+    *,
+    base_url: str | None = None,
+    models: Sequence[str] = (),
+    concurrency: Sequence[int] = (),
+    rate: Sequence[float] = (),
+    requests: int | None = None,
+    duration_s: float | None = None,
+) -> Scenario:
+    """The command line's options on top of the file, checked like the file.
+
+    ``--base-url`` also drops ``[target.simulate]``; ``--concurrency`` makes the stages
+    closed-loop and ``--rate`` open-loop; ``--requests`` clears ``duration_s`` and back.
+    """
+    c = _Checker()
+    target, load, chosen = s.target, s.load, s.models
+    if base_url is not None:
+        url = c.url("--base-url", base_url, override=True)
+        if url is not None:
+            target = dataclasses.replace(target, base_url=url, simulate=None)
+    if models:
+        for i, name in enumerate(models):
+            if c.string("--model", name) is not None and name in models[:i]:
+                c.expected("--model", "each model once", name)
+        chosen = tuple(models)
+    if concurrency and rate:
+        c.add("--concurrency, --rate: expected one of them, got both")
+    elif concurrency:
+        for v in concurrency:
+            if not (_is_int(v) and 1 <= v <= MAX_CONCURRENCY):
+                c.expected("--concurrency", f"positive integers up to {MAX_CONCURRENCY}", v)
+        load = dataclasses.replace(
+            load, mode=LoadMode.CONCURRENCY, concurrency=tuple(concurrency), rate=()
+        )
+    elif rate:
+        want = f"positive numbers of at least {MIN_RATE:g}"
+        rates = [c.number("--rate", v, low=MIN_RATE, want=want) for v in rate]
+        good = tuple(r for r in rates if r is not None)
+        load = dataclasses.replace(load, mode=LoadMode.RATE, rate=good, concurrency=())
+    if requests is not None and duration_s is not None:
+        c.add("--requests, --duration-s: expected one of them, got both")
+    elif requests is not None:
+        if c.integer("--requests", requests, 1, MAX_STAGE_REQUESTS) is not None:
+            load = dataclasses.replace(load, requests=requests, duration_s=None)
+    elif duration_s is not None:
+        seconds = c.number("--duration-s", duration_s, positive=True, high=MAX_DURATION_S)
+        if seconds is not None:
+            load = dataclasses.replace(load, duration_s=seconds, requests=None)
+    if not c.problems:
+        c.problems.extend(_stage_size_problems(load))
+    if c.problems:
+        raise ScenarioError("command line", c.problems)
+    return dataclasses.replace(s, target=target, models=chosen, load=load)
+
+
+def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"1,4,16"`` from a command-line option into positive integers."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise UsageError(
+            f"{option}: expected a comma-separated list of positive integers, got {text!r}"
+        )
+    return values
+
+
+def parse_float_list(text: str, option: str) -> tuple[float, ...]:
+    """``"2,8.5"`` from a command-line option into positive finite numbers."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise UsageError(
+            f"{option}: expected a comma-separated list of positive numbers, got {text!r}"
+        )
+    return values
+
+
+# -- reading files -------------------------------------------------------------------------
+
+
+def _read_text(file: Path, label: str = "") -> tuple[str, str | None]:
+    """The file's text, or the problem. A UTF-8 BOM (Windows editors add one) is accepted.
+
+    Anything but a regular file is refused before opening: reading a FIFO would block.
+    """
+    try:
+        mode = file.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return "", f"cannot read{label}: Is a directory"
+        if not stat.S_ISREG(mode):
+            return "", f"cannot read{label}: not a regular file"
+        data = file.read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return "", f"cannot read{label}: {reason}"
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        where = f" in{label}" if label else ""
+        return "", f"expected UTF-8 text{where}, got byte 0x{data[exc.start]:02x} at {exc.start}"
+
+
+def _toml_problem(message: str) -> str:
+    """tomllib's "Invalid value (at line 3, column 9)" as "line 3, column 9: invalid TOML: …"."""
+    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
+    if m is None:
+        return f"invalid TOML: {message}"
+    return f"line {m[2]}, column {m[3]}: invalid TOML: {m[1]}"
+
+
+def _read_prompt_file(c: _Checker, folder: Path, name: str) -> tuple[str, ...]:
+    """Prompts from a JSON list or JSONL, each entry a string or ``{"prompt": string}``.
+
+    A file whose first character is ``[`` is one JSON document; anything else is JSONL.
+    At most five bad entries are listed, then a count: a big file should not flood.
+    """
+    text, problem = _read_text(folder / name, f" {name!r}")
+    if problem is not None:
+        c.add(f"prompts.file: {problem}")
+        return ()
+    where = f"prompts.file: {name!r}"
+    entries: list[tuple[str, object]] = []
+    if text.lstrip().startswith("["):
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:  # JSONDecodeError, or an integer of 4300+ digits
+            c.add(f"{where}: invalid JSON: {_json_reason(exc)}")
+            return ()
+        except RecursionError:
+            c.add(f"{where}: invalid JSON: nested too deeply")
+            return ()
+        entries = [(f"item {i}", v) for i, v in enumerate(doc)] if isinstance(doc, list) else []
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append((f"line {number}", json.loads(line)))
+            except ValueError as exc:
+                c.add(f"{where} line {number}: invalid JSON: {_json_reason(exc)}")
+            except RecursionError:
+                c.add(f"{where} line {number}: invalid JSON: nested too deeply")
+    prompts: list[str] = []
+    bad = 0
+    for label, value in entries:
+        prompt = value.get("prompt") if isinstance(value, dict) else value
+        if isinstance(prompt, str) and prompt.strip() and _encodable(prompt):
+            prompts.append(prompt)
+            continue
+        bad += 1
+        if bad <= 5:
+            want = 'a non-empty string or an object with a "prompt" string'
+            c.expected(f"{where} {label}", want, value)
+    if bad > 5:
+        c.add(f"{where}: and {bad - 5} more entries like those")
+    if not entries and (text.strip() == "" or text.lstrip().startswith("[")):
+        c.add(f"prompts.file: expected at least one prompt in {name!r}, got none")
+    return tuple(prompts)
+
+
+def _json_reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return str(exc)  # with its line and column
+    return str(exc).partition(":")[0]  # the 4300-digit limit's message, without its advice
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
+        return False
+    return True
+
+
+# -- checking ------------------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """A value about as the user wrote it, and never very long."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, datetime | date | time):
+        text = value.isoformat()
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an int past the 4300-digit conversion limit
+            text = "a very long integer"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Collects problems; each check returns the good value, or None after adding one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def expected(self, key: str, want: str, value: object) -> None:
+        self.add(f"{key}: expected {want}, got {_show(value)}")
+
+    def unknown_keys(self, key: str, table: Mapping[str, object], known: Sequence[str]) -> None:
+        for name in table:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.add(f"{key}: unknown key {_show(name)}{hint}")
+
+    def table(
+        self, parent: Mapping[str, object], name: str, key: str, known: Sequence[str]
+    ) -> dict[str, object] | None:
+        """``parent[name]`` with its keys checked; ``{}`` when absent, None when not a table."""
+        value = parent.get(name, {})
+        if not isinstance(value, dict):
+            self.expected(key, "a table", value)
+            return None
+        self.unknown_keys(key, value, known)
+        return value
+
+    def integer(self, key: str, value: object, low: int, high: int) -> int | None:
+        if _is_int(value) and low <= value <= high:
+            return value
+        want = {1: "a positive integer", 0: "an integer >= 0"}.get(low, "a 64-bit integer")
+        if _is_int(value) and value > high and low >= 0:
+            want += f" up to {high}"
+        self.expected(key, want, value)
+        return None
+
+    def number(
+        self,
+        key: str,
+        value: object,
+        *,
+        positive: bool = False,
+        low: float | None = None,
+        high: float | None = None,
+        want: str | None = None,
+    ) -> float | None:
+        """A finite int or float, never a bool, within the bounds given."""
+        x = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                x = float(value)
+            except OverflowError:  # a TOML integer of 400 digits
+                x = math.inf
+        ok = math.isfinite(x) and (not positive or x > 0)
+        ok = ok and (low is None or x >= low) and (high is None or x <= high)
+        if ok:
+            return x
+        if want is None:
+            want = "a positive number" if positive else f"a number >= {low:g}"
+            if high is not None:
+                want += f" up to {high:g}"
+        self.expected(key, want, value)
+        return None
+
+    def string(self, key: str, value: object) -> str | None:
+        if isinstance(value, str) and value.strip():
+            return value
+        self.expected(key, "a non-empty string", value)
+        return None
+
+    def choice(self, key: str, value: object, enum: type[StrEnum]) -> str | None:
+        names = [str(m) for m in enum]
+        if isinstance(value, str) and value in names:
+            return value
+        self.expected(key, "one of " + ", ".join(repr(n) for n in names), value)
+        return None
+
+    def each(self, key: str, value: object, what: str) -> list[tuple[str, object]] | None:
+        """The items of a non-empty list, keyed ``key[i]``; a single value is a list of one."""
+        if not isinstance(value, list):
+            return [(key, value)]
+        if not value:
+            self.expected(key, f"a non-empty list of {what}", value)
+            return None
+        return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+
+    def url(
+        self, key: str, value: object, *, override: bool = False, foundry: bool = False
+    ) -> str | None:
+        """A base URL; an override is trimmed and gets ``/v1`` when it has no path.
+
+        Credentials in the URL are refused and never echoed: the result file keeps the URL.
+        """
+        if not isinstance(value, str):
+            self.expected(key, _URL_WANT, value)
+            return None
+        text = value.strip() if override else value
+        try:
+            parts = urlsplit(text)
+            _ = parts.port  # raises on a port out of range
+        except ValueError:
+            self.expected(key, _URL_WANT, value)
+            return None
+        if parts.username is not None or parts.password is not None:
+            self.add(f"{key}: expected {_URL_WANT} and no user:password, got one with them")
+            return None
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or any(ch.isspace() for ch in text)
+        ):
+            self.expected(key, f"{_URL_WANT} (no query or fragment)", value)
+            return None
+        if override:
+            text = text.rstrip("/")
+            path = urlsplit(text).path
+            if not path or (foundry and not path.endswith("/v1")):
+                text += "/v1"
+        return text
+
+
+# -- the sections --------------------------------------------------------------------------
+
+
+def _build(
+    c: _Checker, doc: dict[str, object], file: Path, env: Mapping[str, str]
+) -> Scenario | None:
+    c.unknown_keys("top level", doc, _TOP_KEYS)
+    name = _name(c, doc, file)
+    target = _target(c, doc, env)
+    models = _models(c, doc)
+    prompts, prompts_file = _prompts(c, doc, file.parent)
+    request = _request(c, doc)
+    load = _load(c, doc)
+    if load is not None and not c.problems:
+        c.problems.extend(_stage_size_problems(load))
+    if c.problems or name is None or target is None or request is None or load is None:
+        return None
+    return Scenario(name, str(file), target, models, prompts, prompts_file, request, load)
+
+
+def _name(c: _Checker, doc: Mapping[str, object], file: Path) -> str | None:
+    """``name``, else the file's stem if that qualifies: it becomes part of a file name."""
+    value = doc.get("name", file.stem)
+    if isinstance(value, str) and _NAME_RE.fullmatch(value) and len(value) <= MAX_NAME:
+        return value
+    want = f"up to {MAX_NAME} letters, digits, '.', '_' or '-'"
+    if "name" in doc:
+        c.expected("name", want, value)
+    else:
+        c.add(f"name: expected {want}, got nothing (the file name {file.stem!r} does not do)")
+    return None
+
+
+def _target(c: _Checker, doc: Mapping[str, object], env: Mapping[str, str]) -> Target | None:
+    raw = c.table(doc, "target", "target", _TARGET_KEYS)
+    if raw is None:
+        return None
+    base_url = c.url("target.base_url", raw["base_url"]) if "base_url" in raw else None
+    api = c.choice("target.api", raw.get("api", "chat"), Api)
+    key_env: str | None = None
+    if "api_key_env" in raw:
+        value = raw["api_key_env"]
+        if isinstance(value, str) and _ENV_NAME_RE.fullmatch(value):
+            key_env = value
+        elif isinstance(value, str):  # perhaps the key itself: never print it
+            c.add(
+                "target.api_key_env: expected the name of an environment variable, "
+                "got something else (not shown: it may be a key)"
+            )
+        else:
+            c.expected("target.api_key_env", "the name of an environment variable", value)
+    timeout = c.number(
+        "target.timeout_s", raw.get("timeout_s", 120.0), positive=True, high=86_400.0
+    )
+    simulate = _simulate(c, raw)
+    if "base_url" in raw and "simulate" in raw:
+        c.add("target: expected base_url or [target.simulate], not both")
+    elif "base_url" not in raw and "simulate" not in raw and not _env_url(env):
+        c.add("target: expected base_url or [target.simulate]")
+    var = _env_url(env)
+    if var is not None:
+        foundry = var == "FOUNDRY_LOCAL_ENDPOINT"
+        base_url, simulate = c.url(var, env[var], override=True, foundry=foundry), None
+    if api is None or timeout is None or (base_url is None and simulate is None):
+        return None
+    return Target(base_url, Api(api), key_env, timeout, simulate)
+
+
+def _env_url(env: Mapping[str, str]) -> str | None:
+    """The first of ``BASE_URL_ENV`` set to something other than blanks."""
+    return next((var for var in BASE_URL_ENV if env.get(var, "").strip()), None)
+
+
+def _simulate(c: _Checker, target: Mapping[str, object]) -> SimulateSpec | None:
+    """The same rules as ``SimConfig.validate``, with the file's key paths."""
+    if "simulate" not in target:
+        return None
+    raw = c.table(target, "simulate", "target.simulate", _SIM_KEYS)
+    if raw is None:
+        return None
+    values: dict[str, object] = {}
+    for name, value in raw.items():
+        key = f"target.simulate.{name}"
+        if name in ("slots", "max_tokens_default"):
+            values[name] = c.integer(key, value, 1, MAX_CONCURRENCY)
+        elif name == "seed":
+            values[name] = c.integer(key, value, -INT64, INT64 - 1)
+        elif name in _SIM_FAULTS:
+            values[name] = c.number(key, value, low=0.0, high=1.0, want="a number from 0 to 1")
+        elif name in _SIM_KEYS:
+            values[name] = c.number(key, value, low=0.0)
+    if None in values.values():
+        return None
+    spec = SimulateSpec(**values)  # type: ignore[arg-type]  # each value checked above
+    total = sum(getattr(spec, name) for name in _SIM_FAULTS)
+    if total > 1.0 + 1e-9:
+        c.add(f"target.simulate: expected {' + '.join(_SIM_FAULTS)} <= 1, got {total:g}")
+        return None
+    return spec
+
+
+def _models(c: _Checker, doc: Mapping[str, object]) -> tuple[str, ...]:
+    want = "at least one [[models]] entry with a name"
+    value = doc.get("models")
+    if value is None:
+        c.add(f"models: expected {want}")
+        return ()
+    if not isinstance(value, list) or not value:
+        c.expected("models", want, value)
+        return ()
+    names: list[str] = []
+    for i, entry in enumerate(value):
+        key = f"models[{i}]"
+        name: str | None = None
+        if isinstance(entry, str):  # models = ["a", "b"] is read the same
+            name = c.string(key, entry)
+        elif isinstance(entry, dict):
+            c.unknown_keys(key, entry, ("name",))
+            if "name" in entry:
+                name = c.string(f"{key}.name", entry["name"])
+            else:
+                c.add(f"{key}.name: expected a non-empty string, got nothing")
+        else:
+            c.expected(key, "a table with a name", entry)
+        if name is not None and name in names:
+            c.expected(key, "each model once", name)
+        elif name is not None:
+            names.append(name)
+    return tuple(names)
+
+
+def _prompts(
+    c: _Checker, doc: Mapping[str, object], folder: Path
+) -> tuple[tuple[str, ...], str | None]:
+    raw = c.table(doc, "prompts", "prompts", _PROMPT_KEYS)
+    if raw is None:
+        return (), None
+    if ("items" in raw) == ("file" in raw):
+        c.add("prompts: expected exactly one of items or file")
+        return (), None
+    if "file" in raw:
+        name = c.string("prompts.file", raw["file"])
+        return ((), None) if name is None else (_read_prompt_file(c, folder, name), name)
+    items = raw["items"]
+    if not isinstance(items, list) or not items:
+        c.expected("prompts.items", "a non-empty list of strings", items)
+        return (), None
+    good = [c.string(f"prompts.items[{i}]", v) for i, v in enumerate(items)]
+    return tuple(v for v in good if v is not None), None
+
+
+def _request(c: _Checker, doc: Mapping[str, object]) -> RequestSpec | None:
+    raw = c.table(doc, "request", "request", _REQUEST_KEYS)
+    if raw is None:
+        return None
+    max_tokens = c.integer("request.max_tokens", raw.get("max_tokens", 128), 1, INT64 - 1)
+    temperature: float | None = None
+    if "temperature" in raw:
+        temperature = c.number("request.temperature", raw["temperature"], low=0.0)
+    stream = raw.get("stream", True)
+    if not isinstance(stream, bool):
+        c.expected("request.stream", "true or false", stream)
+    extra = _extra(c, raw.get("extra", {}))
+    if max_tokens is None or not isinstance(stream, bool) or extra is None:
+        return None
+    return RequestSpec(max_tokens, temperature, stream, MappingProxyType(extra))
+
+
+def _extra(c: _Checker, value: object) -> dict[str, object] | None:
+    """Goes into the body as written, so it must be JSON: no dates, NaN or huge integers.
+
+    Keys loadbench sets itself are refused: merged last, they would silently replace the
+    model, the prompt or a setting that has its own key.
+    """
+    if not isinstance(value, dict):
+        c.expected("request.extra", "a table", value)
+        return None
+    before = len(c.problems)
+    for name in value:
+        if name in _SET_BY_LOADBENCH:
+            own = f"request.{name}" if name in _REQUEST_KEYS else "[[models]] and [prompts]"
+            c.add(f"request.extra: key {name!r} is set by loadbench; use {own}")
+    stack: list[tuple[str, object, int]] = [("request.extra", value, 0)]
+    while stack:  # iterative, and bounded in depth, so deep nesting stays a problem
+        key, item, depth = stack.pop()
+        if depth > MAX_EXTRA_DEPTH:
+            c.expected("request.extra", f"at most {MAX_EXTRA_DEPTH} levels of nesting", item)
+            break
+        if isinstance(item, dict):
+            stack.extend((f"{key}.{k}", v, depth + 1) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{key}[{i}]", v, depth + 1) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, float) and not math.isfinite(item):
+            c.expected(key, "a finite number", item)
+        elif _is_int(item) and not -INT64 <= item < 2**64:
+            c.expected(key, "a 64-bit integer", item)
+        elif not isinstance(item, str | int | float | bool):
+            c.expected(key, "a string, number, boolean, array or table", item)
+    return value if len(c.problems) == before else None
+
+
+def _load(c: _Checker, doc: Mapping[str, object]) -> LoadSpec | None:
+    raw = c.table(doc, "load", "load", _LOAD_KEYS)
+    if raw is None:
+        return None
+    mode = LoadMode.RATE if "rate" in raw else LoadMode.CONCURRENCY
+    concurrency: list[int | None] = []
+    rate: list[float | None] = []
+    if ("concurrency" in raw) == ("rate" in raw):
+        c.add("load: expected exactly one of concurrency or rate")
+    elif mode is LoadMode.CONCURRENCY:
+        items = c.each("load.concurrency", raw["concurrency"], "positive integers")
+        concurrency = (
+            [None] if items is None else [c.integer(k, v, 1, MAX_CONCURRENCY) for k, v in items]
+        )
+    else:
+        items = c.each("load.rate", raw["rate"], "positive numbers")
+        for k, v in items or [("", None)]:
+            x = None if items is None else c.number(k, v, positive=True)
+            if x is not None and x < MIN_RATE:
+                c.expected(k, f"a rate of at least {MIN_RATE:g} requests/s", v)
+                x = None
+            rate.append(x)
+    arrival = c.choice("load.arrival", raw.get("arrival", "constant"), Arrival)
+    burstiness = c.number(
+        "load.burstiness",
+        raw.get("burstiness", 1.0),
+        low=MIN_BURSTINESS,
+        high=MAX_BURSTINESS,
+        want=f"a number from {MIN_BURSTINESS:g} to {MAX_BURSTINESS:g}",
+    )
+    if "burstiness" in raw and mode is LoadMode.RATE and arrival not in (None, Arrival.GAMMA):
+        c.add(f"load.burstiness: expected arrival = 'gamma' with it, got arrival = {arrival!r}")
+    max_concurrency: int | None = None
+    if "max_concurrency" in raw:
+        max_concurrency = c.integer(
+            "load.max_concurrency", raw["max_concurrency"], 1, MAX_CONCURRENCY
+        )
+    requests: int | None = None
+    duration_s: float | None = None
+    if ("requests" in raw) == ("duration_s" in raw):
+        c.add("load: expected exactly one of requests or duration_s")
+    elif "requests" in raw:
+        requests = c.integer("load.requests", raw["requests"], 1, MAX_STAGE_REQUESTS)
+    else:
+        duration_s = c.number(
+            "load.duration_s", raw["duration_s"], positive=True, high=MAX_DURATION_S
+        )
+    warmup = c.integer("load.warmup", raw.get("warmup", 0), 0, MAX_STAGE_REQUESTS)
+    seed = c.integer("load.seed", raw.get("seed", 0), -INT64, INT64 - 1)
+    if (
+        None in concurrency
+        or None in rate
+        or (not concurrency and not rate)
+        or arrival is None
+        or burstiness is None
+        or (requests is None and duration_s is None)
+        or warmup is None
+        or seed is None
+    ):
+        return None
+    return LoadSpec(
+        mode=mode,
+        concurrency=tuple(v for v in concurrency if v is not None),
+        rate=tuple(v for v in rate if v is not None),
+        arrival=Arrival(arrival),
+        burstiness=burstiness,
+        max_concurrency=max_concurrency,
+        requests=requests,
+        duration_s=duration_s,
+        warmup=warmup,
+        seed=seed,
+    )
+
+
+def _stage_size_problems(load: LoadSpec) -> list[str]:
+    """Cross-field limits: how many due times one stage's plan would hold."""
+    problems: list[str] = []
+    if load.requests is not None and load.warmup + load.requests > MAX_STAGE_REQUESTS:
+        total = load.warmup + load.requests
+        problems.append(f"load: expected warmup + requests <= {MAX_STAGE_REQUESTS}, got {total}")
+    if load.mode is LoadMode.RATE and load.duration_s is not None:
+        for r in load.rate:
+            total_f = load.warmup + r * load.duration_s
+            if total_f > MAX_STAGE_REQUESTS:
+                problems.append(
+                    f"load: expected warmup + rate × duration_s <= {MAX_STAGE_REQUESTS}, "
+                    f"got {total_f:.0f} at rate {r:g}"
+                )
+    return problems
+
+
+def _plain(value: object) -> object:
+    """A deep copy in plain dicts and lists (``extra`` is read-only, and nests at most 32)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,559 @@
+"""The built-in simulated OpenAI-compatible LLM server: the demo's target and every test's.
+
+It models what shapes an inference server's latency: ``slots`` requests decode together
+(continuous batching) while the rest wait FIFO; the first token comes ``ttft_ms`` after a
+slot is taken; each later gap is ``itl_ms`` stretched by the batch size. Token deadlines are
+absolute (``anyio.sleep_until``), so a slow event loop shows as late tokens, not as a slower
+model. Every SSE event is written as its own HTTP chunk at its due time, so a client's
+timestamps measure the simulated timing, as against a real server.
+
+HTTP/1.1 is hand-written over ``anyio.create_tcp_listener``: keep-alive and
+``Content-Length`` request bodies, nothing else. A framework would cost more per token than
+the client under test and hide when bytes actually leave. ``SimConfig`` and the pure parts
+(request parsing, fault draw, response bytes) live in ``simfaults``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import anyio
+import anyio.abc
+import orjson
+from anyio.abc import SocketAttribute
+from anyio.streams.buffered import BufferedByteStream
+
+from loadbench.errors import LoadbenchError, UsageError
+from loadbench.simfaults import (
+    HTTP_429_BODY,
+    HTTP_500_BODY,
+    MALFORMED_CHUNK,
+    MODEL_ID,
+    BadRequest,
+    Completion,
+    Fault,
+    FaultPlan,
+    Outcome,
+    SimConfig,
+    draw_fault,
+    error_body,
+    parse_completion,
+    stream_frames,
+    whole_body,
+)
+
+__all__ = [
+    "Fault",
+    "SimConfig",
+    "SimulatorHandle",
+    "config_to_args",
+    "run",
+    "serve",
+    "simulator_process",
+]
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024
+_ANNOUNCE_RE = re.compile(rb"listening on http://(?P<host>.+):(?P<port>\d+)/v1")
+_CLIENT_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+@dataclass(frozen=True)
+class SimulatorHandle:
+    base_url: str
+    pid: int
+    started_ns: int  # perf_counter_ns when the process was spawned
+    ready_ns: int  # perf_counter_ns when it announced its port
+
+
+# -- HTTP/1.1 framing --------------------------------------------------------------------
+
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    411: b"Length Required",
+    413: b"Content Too Large",
+    429: b"Too Many Requests",
+    500: b"Internal Server Error",
+}
+_COMPLETION_PATHS = (b"/v1/chat/completions", b"/v1/completions")
+_MODELS_BODY = orjson.dumps(
+    {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "loadbench"}]}
+)
+_SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: bytes
+    path: bytes
+    body: bytes
+    keep_alive: bool
+
+
+def _response(status: int, body: bytes, *, keep_alive: bool, extra: bytes = b"") -> bytes:
+    reason = _REASONS.get(status, b"Unknown")
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+        status,
+        reason,
+        len(body),
+    )
+    return head + (b"" if keep_alive else b"connection: close\r\n") + extra + b"\r\n" + body
+
+
+async def _read_request(conn: BufferedByteStream) -> _Request | None:
+    """The next request on the connection, or None when the client closed it between requests."""
+    try:
+        head = await conn.receive_until(b"\r\n\r\n", MAX_HEAD_BYTES)
+    except anyio.IncompleteRead:
+        return None
+    except anyio.DelimiterNotFound:
+        raise BadRequest("request head too large") from None
+    lines = head.lstrip(b"\r\n").split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        raise BadRequest("malformed request line")
+    method, target, version = parts
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest("malformed header line")
+        headers[name.lower()] = value.strip()
+    connection = headers.get(b"connection", b"").lower()
+    keep_alive = b"close" not in connection and (
+        version != b"HTTP/1.0" or b"keep-alive" in connection
+    )
+    if headers.get(b"expect", b"").lower() == b"100-continue":
+        await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits 1 s for this otherwise
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        raise BadRequest("chunked request bodies are not supported; send Content-Length", 411)
+    length = headers.get(b"content-length", b"0")
+    if not length.isdigit():
+        raise BadRequest("invalid Content-Length")
+    if int(length) > MAX_BODY_BYTES:
+        raise BadRequest("request body too large", 413)
+    try:
+        body = await conn.receive_exactly(int(length)) if int(length) else b""
+    except anyio.IncompleteRead:
+        return None
+    path = target.partition(b"?")[0]
+    return _Request(method, path, body, keep_alive)
+
+
+class _Next(StrEnum):
+    """What becomes of a connection after a response."""
+
+    KEEP = "keep"
+    CLOSE = "close"  # graceful: FIN after the last byte, then wait for the client's
+    ABORT = "abort"  # at once: a dropped stream or a client already gone
+
+
+_ABORTED = (Outcome.DROP, Outcome.CLIENT_DISCONNECT)
+
+
+def _next(keep_alive: bool) -> _Next:
+    return _Next.KEEP if keep_alive else _Next.CLOSE
+
+
+async def _linger(conn: BufferedByteStream) -> None:
+    """Closes gracefully, like a web server's lingering close.
+
+    anyio's ``aclose()`` aborts the transport: bytes still queued would be lost, and
+    unread input (a body after a bad head) makes the kernel send RST, which can destroy
+    the response at the client. So: FIN after the last byte, then read until the client
+    closes too, for at most a second.
+    """
+    with contextlib.suppress(*_CLIENT_GONE), anyio.move_on_after(1.0):
+        await conn.send_eof()
+        while await conn.receive():
+            pass
+
+
+# -- the simulated model -----------------------------------------------------------------
+
+
+class _Simulator:
+    """One server's shared state: the slots, the counters, the random generators."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.slots = anyio.Semaphore(config.slots)
+        # Faults and jitter draw from separate generators, so a seeded run gives the n-th
+        # request the same fault however the jitter draws interleave.
+        self.fault_rng = random.Random(config.seed)
+        self.jitter_rng = random.Random(None if config.seed is None else f"jitter:{config.seed}")
+        self.counts = {o.value: 0 for o in Outcome}
+        self.requests = self.tokens_sent = self.active = self.queued = self.max_active = 0
+        self.next_id = 0
+        self.ttft_s = config.ttft_ms / 1000.0
+        self.itl_s = config.itl_ms / 1000.0
+
+    def stats(self) -> bytes:
+        return orjson.dumps(
+            {
+                "requests": self.requests,
+                "outcomes": self.counts,
+                "tokens_sent": self.tokens_sent,
+                "active": self.active,
+                "queued": self.queued,
+                "max_active": self.max_active,
+            }
+        )
+
+    def _jittered(self, seconds: float) -> float:
+        jitter = self.config.jitter
+        return max(0.0, seconds * self.jitter_rng.gauss(1.0, jitter)) if jitter else seconds
+
+    def _gap(self) -> float:
+        """Evaluated per token, so each gap reflects the batch at the moment it starts."""
+        factor = 1.0 + self.config.batch_itl_factor * (self.active - 1)
+        return self._jittered(self.itl_s * factor)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[float]:
+        """Holds one decoding slot (FIFO: anyio's Semaphore is fair); yields when it was taken."""
+        self.queued += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.queued -= 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            yield anyio.current_time()
+        finally:
+            self.active -= 1
+            self.slots.release()
+
+    async def handle(self, stream: anyio.abc.SocketStream) -> None:
+        """One connection: requests in order until the client closes or a response ends it."""
+        conn = BufferedByteStream(stream)
+        async with stream:
+            with contextlib.suppress(*_CLIENT_GONE):
+                while True:
+                    try:
+                        request = await _read_request(conn)
+                    except BadRequest as exc:
+                        # Counted as a request too, so the outcomes always add up.
+                        self.requests += 1
+                        self.counts[Outcome.BAD_REQUEST] += 1
+                        body = error_body(str(exc), "invalid_request_error")
+                        await conn.send(_response(exc.status, body, keep_alive=False))
+                        await _linger(conn)
+                        return
+                    if request is None:
+                        return
+                    after = await self._route(conn, request)
+                    if after is not _Next.KEEP:
+                        if after is _Next.CLOSE:
+                            await _linger(conn)
+                        return
+
+    async def _route(self, conn: BufferedByteStream, request: _Request) -> _Next:
+        """Answers one request and says what becomes of the connection."""
+        method, path, keep = request.method, request.path, request.keep_alive
+        if path in _COMPLETION_PATHS and method == b"POST":
+            self.requests += 1
+            return await self._completion(conn, request, chat=path == b"/v1/chat/completions")
+        status = 200
+        if path == b"/health":
+            body = b'{"status":"ok"}'
+        elif path == b"/v1/models":
+            body = _MODELS_BODY
+        elif path in (b"/stats", b"/v1/stats"):
+            body = self.stats()
+        else:
+            status = 405 if path in _COMPLETION_PATHS else 404
+        if method != b"GET" and status == 200:
+            status = 405
+        if status != 200:
+            what = "method not allowed" if status == 405 else "no such route"
+            message = f"{method.decode('latin-1')} {path.decode('latin-1')}: {what}"
+            body = error_body(message, "invalid_request_error")
+        await conn.send(_response(status, body, keep_alive=keep))
+        return _next(keep)
+
+    async def _completion(
+        self, conn: BufferedByteStream, request: _Request, *, chat: bool
+    ) -> _Next:
+        keep = request.keep_alive
+        try:
+            default = self.config.max_tokens_default
+            job = parse_completion(request.body, chat=chat, default_max_tokens=default)
+        except BadRequest as exc:
+            self.counts[Outcome.BAD_REQUEST] += 1
+            body = error_body(str(exc), "invalid_request_error")
+            await conn.send(_response(exc.status, body, keep_alive=keep))
+            return _next(keep)
+        plan = draw_fault(self.fault_rng, self.config, job.max_tokens)
+        if plan.fault is Fault.HTTP_500:  # answered at once, no slot taken
+            self.counts[Outcome.HTTP_500] += 1
+            await conn.send(_response(500, HTTP_500_BODY, keep_alive=keep))
+            return _next(keep)
+        if plan.fault is Fault.HTTP_429:
+            self.counts[Outcome.HTTP_429] += 1
+            retry = b"retry-after: 1\r\n"
+            await conn.send(_response(429, HTTP_429_BODY, keep_alive=keep, extra=retry))
+            return _next(keep)
+        self.next_id += 1
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-sim{self.next_id}"
+        gone = False
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            """Notices a client that hangs up while we wait, so its slot frees at once."""
+            nonlocal gone
+            try:
+                data = await conn.receive()
+            except _CLIENT_GONE:
+                gone = True
+                scope.cancel()
+            else:
+                conn.feed_data(data)  # a pipelined next request: keep it for the loop
+
+        outcome = Outcome.CLIENT_DISCONNECT
+        async with anyio.create_task_group() as tg:
+            if not conn.buffer:
+                tg.start_soon(watch, tg.cancel_scope)
+            try:
+                if job.stream:
+                    outcome = await self._stream(conn, job, ident, plan, keep)
+                else:
+                    outcome = await self._whole(conn, job, ident, plan, keep)
+            except _CLIENT_GONE:
+                gone = True
+            tg.cancel_scope.cancel()
+        if gone:
+            outcome = Outcome.CLIENT_DISCONNECT
+        self.counts[outcome] += 1
+        return _Next.ABORT if outcome in _ABORTED else _next(keep)
+
+    async def _stream(
+        self, conn: BufferedByteStream, job: Completion, ident: str, plan: FaultPlan, keep: bool
+    ) -> Outcome:
+        """Writes each event at its absolute due time, so lateness never accumulates."""
+        frames = stream_frames(job, ident, int(time.time()))
+        head = _SSE_HEAD + (b"\r\n" if keep else b"connection: close\r\n\r\n")
+        fault, n = plan.fault, job.max_tokens
+        async with self._slot() as acquired:
+            await conn.send(head + frames.role)  # the role delta before prefill, as vLLM does
+            deadline = acquired + self._jittered(self.ttft_s)
+            for k in range(n):
+                if k:
+                    deadline += self._gap()
+                await anyio.sleep_until(deadline)
+                out = frames.last if k == n - 1 else frames.tokens[k % len(frames.tokens)]
+                if k == 0 and fault is Fault.MALFORMED:
+                    out += MALFORMED_CHUNK
+                dropping = fault is Fault.DROP and k + 1 == plan.drop_after
+                stalling = fault is Fault.STALL and k == 0
+                if k == n - 1 and not dropping and not stalling:
+                    out += frames.tail
+                await conn.send(out)
+                self.tokens_sent += 1
+                if dropping:
+                    return Outcome.DROP  # the caller closes: no terminating chunk
+                if stalling:
+                    deadline += self.config.stall_s  # the rest of the schedule shifts with it
+                    if n == 1:
+                        await anyio.sleep_until(deadline)
+                        await conn.send(frames.tail)
+        return Outcome.OK if fault is Fault.NONE else Outcome(fault.value)
+
+    async def _whole(
+        self, conn: BufferedByteStream, job: Completion, ident: str, plan: FaultPlan, keep: bool
+    ) -> Outcome:
+        """A non-streaming answer after the full simulated time; only 500/429/DROP apply."""
+        n = plan.drop_after if plan.fault is Fault.DROP else job.max_tokens
+        async with self._slot() as acquired:
+            deadline = acquired + self._jittered(self.ttft_s)
+            for k in range(n):
+                if k:
+                    deadline += self._gap()
+                await anyio.sleep_until(deadline)  # per token: the batch may change meanwhile
+            if plan.fault is Fault.DROP:
+                return Outcome.DROP  # closed before any byte of the response
+            body = whole_body(job, ident, int(time.time()))
+            await conn.send(_response(200, body, keep_alive=keep))
+            self.tokens_sent += n
+        return Outcome.OK
+
+
+# -- entry points ------------------------------------------------------------------------
+
+
+async def serve(
+    config: SimConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serves until cancelled; reports the bound port (``port=0`` picks a free one)."""
+    problems = config.validate()
+    if problems:
+        raise UsageError("\n".join(f"simulator: {p}" for p in problems))
+    simulator = _Simulator(config)
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    async with listener:
+        task_status.started(listener.extra(SocketAttribute.local_port))
+        await listener.serve(simulator.handle)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def run(
+    config: SimConfig, host: str, port: int, *, announce: Callable[[str], None] = print
+) -> None:
+    """Blocking entry for ``loadbench simulate``; Ctrl-C ends it quietly."""
+    problems = config.validate()
+    if problems:  # checked here so the caller gets a UsageError, not an exception group
+        raise UsageError("\n".join(f"simulator: {p}" for p in problems))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            bound = await tg.start(serve, config, host, port)
+            announce(f"loadbench simulator listening on http://{_url_host(host)}:{bound}/v1")
+            sys.stdout.flush()
+
+    options: dict[str, object] = {}
+    if sys.platform != "win32" and importlib.util.find_spec("uvloop") is not None:
+        options["use_uvloop"] = True
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(main, backend="asyncio", backend_options=options)
+
+
+def config_to_args(config: SimConfig) -> list[str]:
+    """Flags that rebuild ``config`` in a child process; defaults are left out."""
+    args: list[str] = []
+    for field in dataclasses.fields(SimConfig):
+        value = getattr(config, field.name)
+        if value != field.default:
+            args += [f"--{field.name.replace('_', '-')}", repr(value)]
+    return args
+
+
+async def _read_announce(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[bytes, bool]:
+    """The announce line (empty if none came), and whether the wait timed out.
+
+    A blocking ``readline`` in a worker thread is the one way to read a pipe that works on
+    Windows too; on timeout the child is killed, which ends the read with EOF.
+    """
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    found = b""
+    timed_out = False
+    async with anyio.create_task_group() as tg:
+
+        async def watchdog() -> None:
+            nonlocal timed_out
+            await anyio.sleep(timeout_s)
+            timed_out = True
+            proc.kill()
+
+        tg.start_soon(watchdog)
+        while not found:
+            line = await anyio.to_thread.run_sync(stdout.readline)
+            if not line:
+                break
+            if _ANNOUNCE_RE.search(line):
+                found = line
+        tg.cancel_scope.cancel()
+    return found, timed_out
+
+
+@contextlib.contextmanager
+def simulator_process(
+    config: SimConfig,
+    host: str = "127.0.0.1",
+    startup_timeout_s: float = 15.0,
+    *,
+    command: Sequence[str] | None = None,
+) -> Iterator[SimulatorHandle]:
+    """Runs the simulator in a child process, so its event loop never competes with the client.
+
+    ``command`` replaces ``[python, -m, loadbench, simulate]``. The port is read from the
+    announce line on stdout; stderr goes to a temporary file (a pipe nobody reads could fill
+    and block the child) and its tail is the error message when start-up fails. Call it
+    from synchronous code: it runs a short event loop of its own while it waits.
+    """
+    prefix = (
+        list(command) if command is not None else [sys.executable, "-m", "loadbench", "simulate"]
+    )
+    argv = [*prefix, "--host", host, "--port", "0", *config_to_args(config)]
+    with tempfile.TemporaryFile() as stderr:
+        started_ns = time.perf_counter_ns()
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr) as proc:
+            try:
+                line, timed_out = anyio.run(_read_announce, proc, startup_timeout_s)
+                ready_ns = time.perf_counter_ns()
+                match = _ANNOUNCE_RE.search(line)
+                if match is None:
+                    _stop(proc)
+                    stderr.seek(0)
+                    tail = stderr.read()[-2000:].decode("utf-8", "replace").strip()
+                    why = (
+                        f"did not announce its port within {startup_timeout_s:g} s"
+                        if timed_out
+                        else f"exited with code {proc.returncode} before announcing its port"
+                    )
+                    detail = f":\n{tail}" if tail else ""
+                    raise LoadbenchError(f"the simulator {why} ({' '.join(argv)}){detail}")
+                url_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else _url_host(host)
+                port = int(match["port"])
+                yield SimulatorHandle(
+                    f"http://{url_host}:{port}/v1", proc.pid, started_ns, ready_ns
+                )
+            finally:
+                _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """terminate() is TerminateProcess on Windows, SIGTERM elsewhere; kill() if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _parse_args(argv: Sequence[str]) -> tuple[SimConfig, str, int]:
+    """The same flags as ``loadbench simulate``, for ``python -m loadbench.simserver``."""
+    parser = argparse.ArgumentParser(prog="python -m loadbench.simserver")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    for field in dataclasses.fields(SimConfig):
+        kind = int if field.name in ("slots", "max_tokens_default", "seed") else float
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default)
+    options = vars(parser.parse_args(argv))
+    host, port = options.pop("host"), options.pop("port")
+    config = SimConfig(**options)
+    problems = config.validate()
+    if problems:
+        parser.error("; ".join(problems))
+    return config, host, port
+
+
+if __name__ == "__main__":
+    run(*_parse_args(sys.argv[1:]))
