@@ -171,9 +171,9 @@ def run(
         if api_key is None:
             warnings.append(f"environment variable {key_env} is not set: no Authorization header")
 
-    from rich.console import Console
+    from loadbench.progress import console as make_console
 
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True)
     for w in warnings:
         console.print(f"warning: {w}", style="yellow")
     with _target(scenario) as (url, target_info):
@@ -210,7 +210,7 @@ def run(
     )
     path = output or default_path(scenario.name, datetime.now(UTC))
     write_atomic(path, dumps(document))
-    out = Console(highlight=False)
+    out = make_console(stderr=False)
     if state.stages:
         out.print(summary_table(state.stages))
     out.print(f"results: {path}")

@@ -17,6 +17,14 @@ from rich.text import Text
 from loadbench.engine import LiveStage, RunState, StageResult
 
 _PLAIN_EVERY_S = 5.0
+_LOG_WIDTH = 200  # not a terminal: lines go to logs, where wrapping at 80 only hurts
+
+
+def console(*, stderr: bool) -> Console:
+    c = Console(stderr=stderr, highlight=False)
+    if not c.is_terminal:
+        c = Console(stderr=stderr, highlight=False, width=_LOG_WIDTH)
+    return c
 
 
 def live_line(live: LiveStage, index: int, total: int) -> str:
@@ -27,11 +35,11 @@ def live_line(live: LiveStage, index: int, total: int) -> str:
         if live.warmup_done < live.plan.warmup
         else ""
     )
-    ttft = acc.live_ttft_p50_ms()
+    ttft = f"{acc.live_ttft_p50_ms():.1f} ms" if acc.ok else "-"
     errors = f"  errors {acc.failed}" if acc.failed else ""
     return (
         f"stage {index}/{total}  {live.plan.model}  {live.plan.label}  {phase}"
-        f"done {acc.sent}{expected}  ttft p50 {ttft:.1f} ms{errors}"
+        f"done {acc.sent}{expected}  ttft p50 {ttft}{errors}"
     )
 
 

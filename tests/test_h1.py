@@ -40,8 +40,13 @@ def test_http10_closes_by_default() -> None:
 
 @pytest.mark.parametrize(
     "block",
-    [b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 200 OK\r\nno colon here",
-     b"HTTP/1.1 200 OK\r\nContent-Length: -1", b"SSH-2.0-OpenSSH"],
+    [
+        b"garbage",
+        b"HTTP/1.1 abc OK",
+        b"HTTP/1.1 200 OK\r\nno colon here",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1",
+        b"SSH-2.0-OpenSSH",
+    ],
 )
 def test_parse_head_rejects_garbage(block: bytes) -> None:
     with pytest.raises(FramingError):
