@@ -87,8 +87,10 @@ async def test_closed_loop_counts_tokens_and_latencies(sim: Sim) -> None:
     assert fig.latency_ms["ttft"].p50 >= 5.0  # the simulator's prefill
     assert fig.latency_ms["e2e"].min >= fig.latency_ms["ttft"].min
     assert "schedule_lag" not in fig.latency_ms  # closed loop: sent when due, by definition
-    assert fig.requests_per_s > 0 and fig.output_tokens_per_s > 0
-    assert result.client.cpu_percent >= 0 and not result.interrupted
+    assert fig.requests_per_s > 0
+    assert fig.output_tokens_per_s > 0
+    assert result.client.cpu_percent >= 0
+    assert not result.interrupted
 
 
 async def test_counts_events_when_the_server_sends_no_usage(sim: Sim) -> None:
@@ -100,11 +102,13 @@ async def test_counts_events_when_the_server_sends_no_usage(sim: Sim) -> None:
 
 async def test_completions_api_and_non_streaming(sim: Sim) -> None:
     result = await run(sim.url, closed(2, 6), api=Api.COMPLETIONS)
-    assert result.figures.ok == 6 and result.figures.output_tokens == 48
+    assert result.figures.ok == 6
+    assert result.figures.output_tokens == 48
     whole = dataclasses.replace(SPEC, stream=False)
     result = await run(sim.url, closed(2, 6), whole)
     fig = result.figures
-    assert fig.ok == 6 and fig.output_tokens == 48
+    assert fig.ok == 6
+    assert fig.output_tokens == 48
     assert fig.latency_ms["e2e"].count == 6
     assert fig.latency_ms["ttft"].count == 0  # no stream, no first token to time
 
