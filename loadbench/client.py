@@ -22,7 +22,7 @@ from loadbench import __version__
 from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
 from loadbench.scenario import Api, RequestSpec
 from loadbench.sse import SSEDecoder
-from loadbench.transport import LeanTransport
+from loadbench.transport import LeanTransport, MalformedResponse
 
 _ERROR_BODY_BYTES = 4096
 _DETAIL_CHARS = 300
@@ -266,6 +266,8 @@ class LoadClient:
                 error, detail = ErrorKind.TIMEOUT, str(exc)
             except httpx.ConnectError as exc:
                 error, detail = ErrorKind.CONNECT, str(exc)
+            except MalformedResponse as exc:
+                error, detail = ErrorKind.PROTOCOL, str(exc)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, OSError) as exc:
                 error = ErrorKind.DROPPED if got_head else ErrorKind.NO_RESPONSE
                 detail = str(exc) or type(exc).__name__

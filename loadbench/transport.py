@@ -22,6 +22,10 @@ from loadbench.h1 import MAX_HEAD_BYTES, BodyDecoder, FramingError, parse_head
 _READ_SIZE = 65536
 
 
+class MalformedResponse(httpx.RemoteProtocolError):
+    """The server answered with bytes that are not HTTP/1.1 (not a hang-up)."""
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
     """One idle list per (host, port); connections are reused LIFO, never shared."""
 
@@ -69,7 +73,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 ) from exc
             except FramingError as exc:
                 await anyio.aclose_forcefully(stream)
-                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+                raise MalformedResponse(str(exc), request=request) from exc
             except BaseException:
                 await anyio.aclose_forcefully(stream)
                 raise
@@ -148,7 +152,7 @@ class _Body(httpx.AsyncByteStream):
             try:
                 pieces = decoder.feed(data)
             except FramingError as exc:
-                raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
+                raise MalformedResponse(str(exc), request=self._request) from exc
             for piece in pieces:
                 yield piece
 

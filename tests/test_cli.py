@@ -1,0 +1,221 @@
+"""The command line end to end: real subprocesses, real simulator, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from loadbench.cli import main
+from loadbench.metrics import decode
+from loadbench.results import schema
+from loadbench.simserver import SimConfig, simulator_process
+
+TINY = """
+    name = "tiny"
+    [target]
+    api_key_env = "LB_TEST_KEY"
+    [target.simulate]
+    ttft_ms = 5
+    itl_ms = 1
+    slots = 4
+    [[models]]
+    name = "sim-model"
+    [prompts]
+    items = ["hello there", "general kenobi"]
+    [request]
+    max_tokens = 8
+    [load]
+    concurrency = [1, 4]
+    requests = 8
+    warmup = 1
+    seed = 1
+"""
+
+
+def loadbench(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadbench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def read(path: Path) -> dict[str, object]:
+    doc = orjson.loads(path.read_bytes())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_run_writes_a_valid_result_and_a_summary(
+    write_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "r.json"
+    key = "sk-never-in-any-file-42"
+    proc = loadbench("run", str(write_scenario(TINY)), "-o", str(out), env={"LB_TEST_KEY": key})
+    assert proc.returncode == 0, proc.stderr
+    doc = read(out)
+    jsonschema.validate(doc, schema())
+    assert doc["interrupted"] is False
+    stages = doc["stages"]
+    assert isinstance(stages, list)
+    assert [s["label"] for s in stages] == ["c=1", "c=4"]
+    for stage in stages:
+        req = stage["requests"]
+        assert req["sent"] == req["ok"] + req["failed"] == 8
+        assert req["failed"] == sum(stage["errors"].values())
+        assert stage["tokens"] == {"output": 64, "counted_by": "usage"}
+        for name, blob in stage["histograms"].items():
+            assert decode(blob).get_total_count() == stage["latency_ms"][name]["count"]
+    target = doc["target"]
+    assert isinstance(target, dict)
+    assert target["simulated"] is True
+    assert doc["scenario"]["target"]["api_key_env"] == "LB_TEST_KEY"  # type: ignore[index]
+    assert "c=4" in proc.stdout
+    assert "results:" in proc.stdout
+    for text in (out.read_text(), proc.stdout, proc.stderr):
+        assert key not in text
+
+
+def test_command_line_overrides_and_an_external_server(
+    write_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "r.json"
+    with simulator_process(SimConfig(ttft_ms=2, itl_ms=1)) as sim:
+        proc = loadbench(
+            "run",
+            str(write_scenario(TINY)),
+            "-o",
+            str(out),
+            "--base-url",
+            sim.base_url,
+            "--model",
+            "other",
+            "--rate",
+            "50,100",
+            "--requests",
+            "5",
+            "-q",
+        )
+    assert proc.returncode == 0, proc.stderr
+    doc = read(out)
+    assert doc["target"] == {  # no simulator started: --base-url beats [target.simulate]
+        "base_url": sim.base_url,
+        "simulated": False,
+        "insecure": False,
+        "startup_to_first_request_s": doc["target"]["startup_to_first_request_s"],  # type: ignore[index]
+    }
+    stages = doc["stages"]
+    assert isinstance(stages, list)
+    assert [(s["model"], s["mode"], s["rate"]) for s in stages] == [
+        ("other", "rate", 50.0),
+        ("other", "rate", 100.0),
+    ]
+    assert all(s["requests"]["sent"] == 5 for s in stages)
+    assert "schedule_lag" in stages[0]["latency_ms"]
+
+
+def test_bad_scenario_exits_2_listing_every_problem(write_scenario: Callable[..., Path]) -> None:
+    path = write_scenario(
+        """
+        [target]
+        base_url = "http://127.0.0.1:9/v1"
+        [[models]]
+        name = "m"
+        [prompts]
+        items = ["x"]
+        [load]
+        concurency = [1]
+        rate = [-3]
+        requests = 4
+        """
+    )
+    proc = loadbench("run", str(path))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"Error: {path}: load.rate[0]: expected a positive number, got -3" in proc.stderr
+    assert "did you mean 'concurrency'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "0"], "--concurrency"),
+        (["--rate", "fast"], "--rate"),
+        (["--requests", "-1"], "--requests"),
+    ],
+)
+def test_bad_options_exit_2(
+    write_scenario: Callable[..., Path], args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(main, ["run", str(write_scenario(TINY)), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_scenario_file_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "nope.toml" in result.output
+
+
+def test_unreachable_target_exits_3(write_scenario: Callable[..., Path]) -> None:
+    proc = loadbench("run", str(write_scenario(TINY)), "--base-url", "http://127.0.0.1:9/v1")
+    assert proc.returncode == 3
+    assert "cannot reach http://127.0.0.1:9/v1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+SLOW = TINY.replace("itl_ms = 1", "itl_ms = 200").replace("requests = 8", "requests = 200")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_writes_partial_results_and_exits_130(
+    write_scenario: Callable[..., Path], tmp_path: Path, sig: signal.Signals
+) -> None:
+    out = tmp_path / "partial.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadbench", "run", str(write_scenario(SLOW)), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4.0)  # start-up, simulator, warmup, and some of the first stage
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    doc = read(out)
+    jsonschema.validate(doc, schema())
+    assert doc["interrupted"] is True
+    stages = doc["stages"]
+    assert isinstance(stages, list)
+    assert stages[-1]["interrupted"] is True
+    for stage in stages:
+        req = stage["requests"]
+        assert req["sent"] == req["ok"] + req["failed"]
+    assert "partial results written" in stderr
+
+
+def test_every_command_has_help() -> None:
+    for command in main.commands:
+        result = CliRunner().invoke(main, [command, "--help"])
+        assert result.exit_code == 0
+        assert "Usage:" in result.output
