@@ -198,7 +198,7 @@ def test_a_signal_writes_partial_results_and_exits_130(
     try:
         time.sleep(4.0)  # start-up, simulator, warmup, and some of the first stage
         proc.send_signal(sig)
-        stdout, stderr = proc.communicate(timeout=30)
+        _stdout, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr
