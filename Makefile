@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both build .venv on first use.
-PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+# The first interpreter that runs and is 3.11+ (pyenv shims can exist without working).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11 python; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 ifeq ($(OS),Windows_NT)
   BIN := $(VENV)/Scripts
@@ -13,7 +15,7 @@ SCENARIO ?= scenarios/demo.toml
 .PHONY: demo test test-all bench lint typecheck clean sweep
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loadbench needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
+	@test -n "$(PYTHON)" || { echo "loadbench needs Python 3.11 or newer: set PYTHON=/path/to/python3.11"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,plot,fast]'
