@@ -102,6 +102,20 @@ def _probe(base_url: str, timeout_s: float) -> list[str] | None:
         return None
 
 
+def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int | None:
+    if given is not None:
+        return given
+    known = target.get("server_pid")
+    if isinstance(known, int):
+        return known
+    import httpx
+
+    from loadbench.monitor import find_listening_pid
+
+    parsed = httpx.URL(url)
+    return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -130,6 +144,11 @@ def _now_iso() -> str:
     help="HTTP transport: lean HTTP/1.1 for http://, httpx's own for https:// (auto).",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option(
+    "--server-pid",
+    type=int,
+    help="Sample this process's CPU, memory and GPU use (default: found for loopback).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; the summary only.")
 def run(
     scenario_file: str,
@@ -142,6 +161,7 @@ def run(
     duration_s: float | None,
     transport: str,
     insecure: bool,
+    server_pid: int | None,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write a result file and a summary."""
@@ -187,9 +207,11 @@ def run(
                 )
                 warnings.append(msg)
                 console.print(f"warning: {msg}", style="yellow")
+        pid = _server_pid(url, server_pid, target_info)
+        target_info["server_pid"] = pid
         target_info["startup_to_first_request_s"] = round(perf_counter() - started, 3)
         state, interrupted, started_at = _execute(
-            scenario, plans, url, api_key, transport, not insecure, console, quiet
+            scenario, plans, url, api_key, transport, not insecure, console, quiet, pid
         )
     finished_at = _now_iso()
     from loadbench.progress import summary_table
@@ -228,14 +250,17 @@ def _execute(
     verify: bool,
     console: Any,
     quiet: bool,
+    server_pid: int | None,
 ) -> tuple[Any, bool, str]:
     import anyio
 
     from loadbench.client import LoadClient
     from loadbench.engine import RunState, run_stages
+    from loadbench.monitor import ServerMonitor
     from loadbench.progress import Reporter
 
     state = RunState()
+    server = ServerMonitor(server_pid)
     reporter = Reporter(console, len(plans), quiet=quiet)
     stopped_by_signal = False
     max_streams = max(
@@ -268,7 +293,7 @@ def _execute(
             if sys.platform != "win32":
                 tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
             tg.start_soon(reporter.watch, state)
-            await run_stages(plans, scenario.prompts, client, state, reporter.stage_done)
+            await run_stages(plans, scenario.prompts, client, state, reporter.stage_done, server)
             tg.cancel_scope.cancel()
 
     started_at = _now_iso()

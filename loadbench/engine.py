@@ -23,7 +23,7 @@ import anyio
 
 from loadbench.client import LoadClient
 from loadbench.metrics import StageAccumulator, StageFigures
-from loadbench.monitor import ClientHealth, ClientMonitor
+from loadbench.monitor import ClientHealth, ClientMonitor, ServerMonitor, ServerUsage
 from loadbench.plan import StagePlan
 from loadbench.records import ErrorKind, RequestRecord, TokenSource
 from loadbench.scenario import LoadMode
@@ -41,6 +41,7 @@ class StageResult:
     finished_at: str
     interrupted: bool
     error_samples: dict[str, str]
+    server: ServerUsage | None = None
 
 
 @dataclass
@@ -52,6 +53,7 @@ class LiveStage:
     monitor: ClientMonitor
     started_at: str
     expected: int | None  # measured requests, when count-bounded
+    server: ServerMonitor | None = None
     error_samples: dict[str, str] = field(default_factory=dict)
     warmup_done: int = 0
 
@@ -71,6 +73,7 @@ class LiveStage:
             finished_at=_now_iso(),
             interrupted=interrupted,
             error_samples=dict(self.error_samples),
+            server=self.server.finish() if self.server is not None else None,
         )
 
 
@@ -102,14 +105,19 @@ async def run_stages(
     client: LoadClient,
     state: RunState,
     on_stage_end: Callable[[StageResult], None] = lambda _: None,
+    server: ServerMonitor | None = None,
 ) -> None:
     for plan in plans:
-        result = await run_stage(plan, prompts, client, state)
+        result = await run_stage(plan, prompts, client, state, server)
         on_stage_end(result)
 
 
 async def run_stage(
-    plan: StagePlan, prompts: Sequence[str], client: LoadClient, state: RunState
+    plan: StagePlan,
+    prompts: Sequence[str],
+    client: LoadClient,
+    state: RunState,
+    server: ServerMonitor | None = None,
 ) -> StageResult:
     live = LiveStage(
         plan=plan,
@@ -117,11 +125,14 @@ async def run_stage(
         monitor=ClientMonitor(),
         started_at=_now_iso(),
         expected=expected_requests(plan),
+        server=server,
     )
     state.live = live
     live.monitor.start()
     async with anyio.create_task_group() as tg:
         tg.start_soon(live.monitor.sample_lag)
+        if server is not None:
+            tg.start_soon(server.sample)
         if plan.mode is LoadMode.RATE:
             await _open_loop(plan, prompts, client, live.sink)
         else:

@@ -114,6 +114,7 @@ def summary_table(stages: Sequence[StageResult]) -> Table:
         ("E2E p95", "right"),
         ("errors", "left"),
         ("client", "left"),
+        ("server", "left"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for s in stages:
@@ -123,6 +124,11 @@ def summary_table(stages: Sequence[StageResult]) -> Table:
         client = f"{s.client.cpu_percent:.0f}% cpu"
         if s.client.bottleneck:
             client += " BOTTLENECK"
+        server = "-"
+        if s.server is not None and s.server.samples:
+            server = f"{s.server.cpu_percent_mean:.0f}% cpu {s.server.rss_mb_max:.0f} MB"
+        if s.server is not None:
+            server += "".join(f" gpu{g.index} {g.memory_used_mb:.0f} MB" for g in s.server.gpus)
         table.add_row(
             s.plan.model,
             s.plan.label + (" (int)" if s.interrupted else ""),
@@ -138,5 +144,6 @@ def summary_table(stages: Sequence[StageResult]) -> Table:
             f"{lat['e2e'].p95:.1f}",
             errors,
             client,
+            server,
         )
     return table

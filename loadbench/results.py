@@ -63,6 +63,7 @@ def stage_to_dict(stage: StageResult) -> dict[str, object]:
         "histograms": {name: encode(h) for name, h in fig.histograms.items()},
         "histogram_clamped": fig.clamped,
         "client": stage.client.to_dict(),
+        "server": stage.server.to_dict() if stage.server is not None else None,
     }
 
 
