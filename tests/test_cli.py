@@ -112,12 +112,11 @@ def test_command_line_overrides_and_an_external_server(
         )
     assert proc.returncode == 0, proc.stderr
     doc = read(out)
-    assert doc["target"] == {  # no simulator started: --base-url beats [target.simulate]
-        "base_url": sim.base_url,
-        "simulated": False,
-        "insecure": False,
-        "startup_to_first_request_s": doc["target"]["startup_to_first_request_s"],  # type: ignore[index]
-    }
+    target = doc["target"]
+    assert isinstance(target, dict)
+    assert target["simulated"] is False  # --base-url beats [target.simulate]
+    assert target["base_url"] == sim.base_url
+    assert target["server_pid"] in (sim.pid, None)  # found by its listening port, where allowed
     stages = doc["stages"]
     assert isinstance(stages, list)
     assert [(s["model"], s["mode"], s["rate"]) for s in stages] == [
