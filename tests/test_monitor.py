@@ -1,0 +1,64 @@
+"""The harness's view of itself and of the server."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import pytest
+
+from loadbench.monitor import ClientMonitor, ServerMonitor, find_listening_pid, judge
+from loadbench.simserver import SimConfig, simulator_process
+
+
+def test_judge_flags_a_busy_or_laggy_client() -> None:
+    assert judge(20.0, 0.5) is None
+    busy = judge(85.0, 0.5)
+    assert busy is not None
+    assert "client CPU 85%" in busy
+    laggy = judge(10.0, 7.5)
+    assert laggy is not None
+    assert "event-loop lag p99 7.5 ms" in laggy
+
+
+@pytest.mark.anyio
+async def test_client_monitor_measures_a_busy_loop() -> None:
+    monitor = ClientMonitor()
+    monitor.start()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(monitor.sample_lag)
+        await anyio.sleep(0.1)
+        deadline = anyio.current_time() + 0.3
+        while anyio.current_time() < deadline:  # hog the loop: 30 ms between checkpoints
+            end = anyio.current_time() + 0.03
+            while anyio.current_time() < end:
+                pass
+            await anyio.sleep(0)
+        tg.cancel_scope.cancel()
+    health = monitor.finish()
+    assert health.cpu_percent > 30
+    assert health.loop_lag_ms_max >= 10
+    assert health.bottleneck
+
+
+def test_server_monitor_samples_the_simulator() -> None:
+    with simulator_process(SimConfig()) as sim:
+        port = int(sim.base_url.rsplit(":", 1)[1].split("/")[0])
+        assert find_listening_pid("127.0.0.1", port) in (sim.pid, None)
+        monitor = ServerMonitor(sim.pid)
+
+        async def watch() -> None:
+            with anyio.move_on_after(1.2):
+                await monitor.sample()
+
+        anyio.run(watch)
+        usage = monitor.finish()
+    assert usage.pid == sim.pid
+    assert usage.samples >= 2
+    assert usage.rss_mb_max > 5
+
+
+def test_server_monitor_of_a_gone_process_says_so() -> None:
+    usage = ServerMonitor(2**22 + os.getpid()).finish()
+    assert usage.samples == 0
+    assert usage.note is not None
