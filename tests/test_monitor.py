@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from loadbench.monitor import ClientMonitor, ServerMonitor, find_listening_pid, judge
@@ -33,7 +34,7 @@ async def test_client_monitor_measures_a_busy_loop() -> None:
             end = anyio.current_time() + 0.03
             while anyio.current_time() < end:
                 pass
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()
     health = monitor.finish()
     assert health.cpu_percent > 30
