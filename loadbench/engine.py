@@ -22,7 +22,7 @@ from time import perf_counter_ns
 import anyio
 
 from loadbench.client import LoadClient
-from loadbench.metrics import StageAccumulator, StageFigures
+from loadbench.metrics import SloLimit, StageAccumulator, StageFigures
 from loadbench.monitor import ClientHealth, ClientMonitor, ServerMonitor, ServerUsage
 from loadbench.plan import StagePlan
 from loadbench.records import ErrorKind, RequestRecord, TokenSource
@@ -42,6 +42,7 @@ class StageResult:
     interrupted: bool
     error_samples: dict[str, str]
     server: ServerUsage | None = None
+    busy_fraction: float | None = None  # closed loop: share of worker time with a request out
 
 
 @dataclass
@@ -56,6 +57,9 @@ class LiveStage:
     server: ServerMonitor | None = None
     error_samples: dict[str, str] = field(default_factory=dict)
     warmup_done: int = 0
+    # Closed loop pacing: time workers spent with a request out, and between requests.
+    worker_busy_ns: int = 0
+    worker_gap_ns: int = 0
 
     def sink(self, rec: RequestRecord) -> None:
         self.accumulator.add(rec)
@@ -64,7 +68,14 @@ class LiveStage:
         if rec.error is not None and rec.detail and rec.error not in self.error_samples:
             self.error_samples[rec.error] = rec.detail
 
+    def pace(self, previous: RequestRecord | None, rec: RequestRecord) -> None:
+        """One worker's next request: the gap since its last one ended is harness time."""
+        self.worker_busy_ns += rec.end_ns - rec.sent_ns
+        if previous is not None:
+            self.worker_gap_ns += max(rec.sent_ns - previous.end_ns, 0)
+
     def finish(self, *, interrupted: bool) -> StageResult:
+        total = self.worker_busy_ns + self.worker_gap_ns
         return StageResult(
             plan=self.plan,
             figures=self.accumulator.finish(),
@@ -74,6 +85,7 @@ class LiveStage:
             interrupted=interrupted,
             error_samples=dict(self.error_samples),
             server=self.server.finish() if self.server is not None else None,
+            busy_fraction=round(self.worker_busy_ns / total, 4) if total else None,
         )
 
 
@@ -106,9 +118,10 @@ async def run_stages(
     state: RunState,
     on_stage_end: Callable[[StageResult], None] = lambda _: None,
     server: ServerMonitor | None = None,
+    slo: Sequence[SloLimit] = (),
 ) -> None:
     for plan in plans:
-        result = await run_stage(plan, prompts, client, state, server)
+        result = await run_stage(plan, prompts, client, state, server, slo)
         on_stage_end(result)
 
 
@@ -118,10 +131,12 @@ async def run_stage(
     client: LoadClient,
     state: RunState,
     server: ServerMonitor | None = None,
+    slo: Sequence[SloLimit] = (),
 ) -> StageResult:
+    """Run one stage; ``slo`` holds the per-request limits that decide goodput."""
     live = LiveStage(
         plan=plan,
-        accumulator=StageAccumulator(open_loop=plan.mode is LoadMode.RATE),
+        accumulator=StageAccumulator(open_loop=plan.mode is LoadMode.RATE, slo=slo),
         monitor=ClientMonitor(),
         started_at=_now_iso(),
         expected=expected_requests(plan),
@@ -136,7 +151,7 @@ async def run_stage(
         if plan.mode is LoadMode.RATE:
             await _open_loop(plan, prompts, client, live.sink)
         else:
-            await _closed_loop(plan, prompts, client, live.sink)
+            await _closed_loop(plan, prompts, client, live)
         tg.cancel_scope.cancel()
     result = live.finish(interrupted=False)
     state.stages.append(result)
@@ -153,7 +168,7 @@ async def _send(
     model: str,
     prompt: str,
     due_ns: int | None,
-) -> None:
+) -> RequestRecord:
     """Execute and record one request; one cut short by the run's cancellation still counts."""
     started = perf_counter_ns()
     try:
@@ -177,13 +192,11 @@ async def _send(
         )
         raise
     sink(rec)
+    return rec
 
 
 async def _closed_loop(
-    plan: StagePlan,
-    prompts: Sequence[str],
-    client: LoadClient,
-    sink: Callable[[RequestRecord], None],
+    plan: StagePlan, prompts: Sequence[str], client: LoadClient, live: LiveStage
 ) -> None:
     order = plan.prompt_order
     concurrency = plan.concurrency or 1
@@ -193,6 +206,7 @@ async def _closed_loop(
         warmup = first < plan.warmup
 
         async def worker() -> None:
+            previous: RequestRecord | None = None
             while True:
                 i = next(counter)
                 if stop is not None and i >= stop:
@@ -200,15 +214,18 @@ async def _closed_loop(
                 if deadline is not None and anyio.current_time() >= deadline:
                     return
                 prompt = prompts[order[i % len(order)]]
-                await _send(
+                rec = await _send(
                     client,
-                    sink,
+                    live.sink,
                     index=i,
                     warmup=warmup,
                     model=plan.model,
                     prompt=prompt,
                     due_ns=None,
                 )
+                if not warmup:
+                    live.pace(previous, rec)
+                previous = rec
 
         async with anyio.create_task_group() as tg:
             for _ in range(workers):

@@ -249,6 +249,19 @@ class StageFigures:
     latency_ms: dict[str, LatencySummary]
     histograms: dict[str, HdrHistogram]
     clamped: int  # values above HIGHEST_US, recorded as HIGHEST_US
+    achieved_concurrency: float = 0.0  # mean measured requests in flight over the window
+    good: int | None = None  # ok requests within every per-request SLO limit; None: no SLO
+    goodput_rps: float | None = None  # good / window
+
+
+# (metric, percentile, limit in µs): a request is "good" when each of its own values is
+# within the limit; for ITL, the request's own gaps at that percentile (nearest rank).
+SloLimit = tuple[str, float, int]
+
+
+def _nearest_rank(sorted_values: Sequence[int], p: float) -> int:
+    index = max(0, min(len(sorted_values) - 1, -(-len(sorted_values) * p // 100) - 1))
+    return sorted_values[int(index)]
 
 
 class StageAccumulator:
@@ -264,8 +277,11 @@ class StageAccumulator:
     lag is never negative.
     """
 
-    def __init__(self, *, open_loop: bool) -> None:
+    def __init__(self, *, open_loop: bool, slo: Sequence[SloLimit] = ()) -> None:
         self.open_loop = open_loop
+        self.slo = tuple(slo)
+        self.good = 0
+        self.busy_ns = 0
         metrics = OPEN_LOOP_METRICS if open_loop else CLOSED_LOOP_METRICS
         self.histograms: dict[str, HdrHistogram] = {m.value: new_histogram() for m in metrics}
         self.warmup_done = 0
@@ -299,6 +315,7 @@ class StageAccumulator:
             self._first_due_ns = due
         if self._last_end_ns is None or rec.end_ns > self._last_end_ns:
             self._last_end_ns = rec.end_ns
+        self.busy_ns += max(rec.end_ns - rec.sent_ns, 0)
         if rec.error is not None:
             self.failed += 1
             error = str(rec.error)
@@ -321,6 +338,8 @@ class StageAccumulator:
                 per_token = (rec.output_tokens - 1) * 1000
                 tpot_us = (rec.end_ns - first + per_token // 2) // per_token
                 clamped += not record(self._tpot, tpot_us)
+        if self.slo and self._meets_slo(rec, due):
+            self.good += 1
         if self.open_loop:
             hs = self.histograms
             if tokens:
@@ -328,6 +347,29 @@ class StageAccumulator:
             clamped += not record(hs[Metric.E2E_RAW.value], _us(rec.end_ns - rec.sent_ns))
             clamped += not record(hs[Metric.SCHEDULE_LAG.value], _us(rec.sent_ns - due))
         self.clamped += clamped
+
+    def _meets_slo(self, rec: RequestRecord, due: int) -> bool:
+        tokens = rec.token_ns
+        for metric, p, limit_us in self.slo:
+            if metric == "e2e":
+                value = _us(rec.end_ns - due)
+            elif not tokens:
+                return False  # no first token: no TTFT, ITL or TPOT to be within a limit
+            elif metric == "ttft":
+                value = _us(tokens[0] - due)
+            elif metric == "tpot":
+                if rec.output_tokens < 2:
+                    continue
+                value = _us((rec.end_ns - tokens[0]) // (rec.output_tokens - 1))
+            elif metric == "itl":
+                if len(tokens) < 2:
+                    continue
+                value = _us(_nearest_rank(sorted(b - a for a, b in pairwise(tokens)), p))
+            else:
+                continue
+            if value > limit_us:
+                return False
+        return True
 
     def live_ttft_p50_ms(self) -> float:
         """Median TTFT so far, for a progress display; recomputed only after new records."""
@@ -365,4 +407,7 @@ class StageAccumulator:
             latency_ms={name: summarize(h) for name, h in histograms.items()},
             histograms=histograms,
             clamped=self.clamped,
+            achieved_concurrency=self.busy_ns / 1e9 / duration_s if duration_s > 0 else 0.0,
+            good=self.good if self.slo else None,
+            goodput_rps=(self.good / duration_s if duration_s > 0 else 0.0) if self.slo else None,
         )

@@ -59,6 +59,11 @@ def stage_to_dict(stage: StageResult) -> dict[str, object]:
             "output_tokens_per_s": round(fig.output_tokens_per_s, 3),
         },
         "tokens": {"output": fig.output_tokens, "counted_by": fig.counted_by},
+        "achieved_concurrency": round(fig.achieved_concurrency, 3),
+        "pacing": {"busy_fraction": stage.busy_fraction},
+        "goodput": None
+        if fig.good is None
+        else {"good": fig.good, "requests_per_s": round(fig.goodput_rps or 0.0, 4)},
         "latency_ms": {name: s.to_dict() for name, s in fig.latency_ms.items()},
         "histograms": {name: encode(h) for name, h in fig.histograms.items()},
         "histogram_clamped": fig.clamped,

@@ -202,3 +202,28 @@ async def test_cancelled_run_keeps_every_request_accounted() -> None:
     fig = stage.figures
     assert fig.errors.get("interrupted") == 4  # the four in flight when it stopped
     assert fig.sent == fig.ok + fig.failed
+
+
+async def test_goodput_counts_requests_within_every_limit() -> None:
+    async with anyio.create_task_group() as tg:
+        sim = await start_sim(SimConfig(ttft_ms=30, itl_ms=1, slots=2), tg)
+        async with LoadClient(
+            base_url=sim.url, api=Api.CHAT, spec=SPEC, timeout_s=10, max_connections=8
+        ) as client:
+            # 2 slots, 4 workers: half the requests queue behind a full request first.
+            slo = (("ttft", 95.0, 35_000), ("itl", 99.0, 1_000_000))
+            with anyio.fail_after(20):
+                result = await run_stage(closed(4, 16), PROMPTS, client, RunState(), slo=slo)
+        tg.cancel_scope.cancel()
+    fig = result.figures
+    assert fig.good is not None
+    assert 0 < fig.good < fig.ok  # the queued ones missed the 35 ms TTFT limit
+    assert fig.goodput_rps is not None
+    assert fig.goodput_rps < fig.requests_per_s
+
+
+async def test_pacing_shows_the_workers_kept_requests_in_flight(sim: Sim) -> None:
+    result = await run(sim.url, closed(concurrency=4, requests=40))
+    assert result.busy_fraction is not None
+    assert result.busy_fraction > 0.8  # the client is idle, so gaps are tiny
+    assert 1.0 < result.figures.achieved_concurrency <= 4.0
