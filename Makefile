@@ -12,7 +12,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.toml
 
-.PHONY: demo test test-all bench lint typecheck clean sweep
+.PHONY: demo test test-all bench lint clean sweep report gate
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "loadbench needs Python 3.11 or newer: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 ## demo: run the concurrency sweep against the built-in simulator, write results/ and a report
 demo: $(STAMP)
-	$(BIN)/loadbench run scenarios/demo.toml
+	$(BIN)/loadbench run scenarios/demo.toml --report-dir results/demo-report
 
 ## test: the default test suite (real sockets against the simulator)
 test: $(STAMP)
@@ -39,7 +39,17 @@ bench: $(STAMP)
 
 ## sweep: run any scenario (make sweep SCENARIO=scenarios/poisson.toml)
 sweep: $(STAMP)
-	$(BIN)/loadbench run $(SCENARIO)
+	$(BIN)/loadbench run $(SCENARIO) $(if $(OUTPUT),-o $(OUTPUT)) $(ARGS)
+
+## report: Markdown report and plots of result files (make report RESULT="results/a.json results/b.json")
+report: $(STAMP)
+	@test -n "$(RESULT)" || { echo "usage: make report RESULT=results/<file>.json [REPORT_DIR=...]"; exit 2; }
+	$(BIN)/loadbench report $(RESULT) -o $(or $(REPORT_DIR),results/report)/benchmark_report.md --plot $(or $(REPORT_DIR),results/report)
+
+## gate: fail (exit 1) when CANDIDATE regressed against BASELINE beyond noise and MAX_REGRESSION
+gate: $(STAMP)
+	@test -n "$(BASELINE)" -a -n "$(CANDIDATE)" || { echo "usage: make gate BASELINE=a.json CANDIDATE=b.json [MAX_REGRESSION=10%]"; exit 2; }
+	$(BIN)/loadbench compare $(BASELINE) $(CANDIDATE) --max-regression $(or $(MAX_REGRESSION),10%)
 
 ## lint: ruff and mypy --strict
 lint: $(STAMP)

@@ -2,7 +2,7 @@
 
 Exit codes:
     0    done
-    1    a run finished but failed a check (reserved for thresholds), or an internal error
+    1    a stage broke a threshold or SLO, or a comparison found a regression
     2    bad input: a scenario, an option, a file
     3    the target did not answer before the first stage
     130  interrupted (Ctrl-C, SIGTERM) after the partial results were written
@@ -27,6 +27,7 @@ from loadbench import __version__
 from loadbench.errors import LoadbenchError, TargetUnreachable, UsageError
 
 EXIT_OK = 0
+EXIT_THRESHOLD = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -116,6 +117,53 @@ def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int |
     return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
 
 
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for m in summary["models"]:
+        knee = m["knee"]
+        lines.append(
+            f"{m['model']}: knee at {knee['label']} ({knee['reason']})"
+            if knee
+            else f"{m['model']}: no knee within the tested range"
+        )
+        best = m["max_load_within_slo"]
+        if summary["slo"]:
+            lines.append(
+                f"{m['model']}: highest load within SLO: {best['label']}"
+                if best
+                else f"{m['model']}: no stage met the SLO"
+            )
+        for p in m["points"]:
+            note = p["littles_law"].get("note")
+            if note:
+                lines.append(f"{m['model']} {p['label']}: {note}")
+    return lines
+
+
+def _write_report(
+    runs: list[tuple[str, dict[str, Any]]], folder: Path, *, plots: bool, fmt: str = "md"
+) -> list[Path]:
+    from loadbench import report
+    from loadbench.results import write_atomic
+
+    written: list[Path] = []
+    images: dict[str, bytes] = {}
+    if plots:
+        from loadbench.plots import plot_files
+
+        pngs = plot_files(runs, folder)
+        written += pngs
+        images = {p.name: p.read_bytes() for p in pngs}
+    if fmt == "md":
+        path, text = folder / "benchmark_report.md", report.markdown(runs)
+    elif fmt == "csv":
+        path, text = folder / "benchmark_report.csv", report.csv_text(runs)
+    else:
+        path, text = folder / "benchmark_report.html", report.html(runs, images or None)
+    write_atomic(path, text.encode("utf-8"))
+    return [path, *written]
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -149,6 +197,18 @@ def _now_iso() -> str:
     type=int,
     help="Sample this process's CPU, memory and GPU use (default: found for loopback).",
 )
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="EXPR",
+    help="Fail (exit 1) when a stage breaks it, e.g. 'ttft.p95<500ms', 'error_rate<1%'.",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write benchmark_report.md and PNG plots into this folder.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; the summary only.")
 def run(
     scenario_file: str,
@@ -162,11 +222,18 @@ def run(
     transport: str,
     insecure: bool,
     server_pid: int | None,
+    thresholds: tuple[str, ...],
+    report_dir: Path | None,
     quiet: bool,
 ) -> None:
-    """Run SCENARIO (a TOML file) and write a result file and a summary."""
+    """Run SCENARIO (a TOML file) and write a result file and a summary.
+
+    Exits 1 when a stage breaks a threshold (from --threshold or the scenario's [slo]),
+    after the results are written.
+    """
     started = perf_counter()
     from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
+    from loadbench.thresholds import parse_threshold, slo_request_limits
 
     scenario = load_scenario(scenario_file)
     scenario = apply_overrides(
@@ -178,6 +245,7 @@ def run(
         requests=requests,
         duration_s=duration_s,
     )
+    checks = (*scenario.slo, *(parse_threshold(t) for t in thresholds))
     from loadbench.plan import plan_stages
 
     plans = plan_stages(scenario)
@@ -211,7 +279,16 @@ def run(
         target_info["server_pid"] = pid
         target_info["startup_to_first_request_s"] = round(perf_counter() - started, 3)
         state, interrupted, started_at = _execute(
-            scenario, plans, url, api_key, transport, not insecure, console, quiet, pid
+            scenario,
+            plans,
+            url,
+            api_key,
+            transport,
+            not insecure,
+            console,
+            quiet,
+            pid,
+            slo_request_limits(checks),
         )
     finished_at = _now_iso()
     from loadbench.progress import summary_table
@@ -230,15 +307,34 @@ def run(
         target=target_info,
         warnings=warnings,
     )
+    from loadbench.analysis import summarize_run
+    from loadbench.thresholds import evaluate
+
+    document["summary"] = summarize_run(document, checks)
     path = output or default_path(scenario.name, datetime.now(UTC))
     write_atomic(path, dumps(document))
     out = make_console(stderr=False)
     if state.stages:
         out.print(summary_table(state.stages))
+    for line in _summary_lines(document["summary"]):
+        out.print(line)
     out.print(f"results: {path}")
+    if report_dir is not None:
+        for written in _write_report([(path.stem, document)], report_dir, plots=True):
+            out.print(f"report: {written}")
     if interrupted:
         console.print("interrupted: partial results written", style="yellow")
         sys.exit(EXIT_INTERRUPTED)
+    broken = [
+        (label, r)
+        for label, results in evaluate(checks, document["stages"])
+        for r in results
+        if not r.passed
+    ]
+    if broken:
+        for label, r in broken:
+            console.print(f"threshold broken: {label}: {r.describe()}", style="red")
+        sys.exit(EXIT_THRESHOLD)
 
 
 def _execute(
@@ -251,6 +347,7 @@ def _execute(
     console: Any,
     quiet: bool,
     server_pid: int | None,
+    slo: Any = (),
 ) -> tuple[Any, bool, str]:
     import anyio
 
@@ -307,6 +404,166 @@ def _execute(
     if interrupted:
         state.close_partial()
     return state, interrupted, started_at
+
+
+def _load_runs(files: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    from loadbench.analysis import summarize_run
+    from loadbench.results import load_result
+    from loadbench.thresholds import parse_threshold
+
+    runs = []
+    for f in files:
+        doc = load_result(f)
+        if "summary" not in doc:
+            slo = doc.get("scenario", {}).get("slo") or []
+            doc["summary"] = summarize_run(doc, [parse_threshold(t) for t in slo])
+        runs.append((Path(f).stem, doc))
+    return runs
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, metavar="RESULT.json...")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "csv", "html"]),
+    default="md",
+    show_default=True,
+    help="Markdown, CSV (one row per stage) or a self-contained HTML page.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: benchmark_report.<format> here).",
+)
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write PNG plots (throughput, latency, percentile spectrum) here.",
+)
+def report(results: tuple[str, ...], fmt: str, output: Path | None, plot_dir: Path | None) -> None:
+    """Turn result files into a report; several files are compared side by side."""
+    from loadbench import report as render
+    from loadbench.results import write_atomic
+
+    runs = _load_runs(results)
+    images: dict[str, bytes] = {}
+    if plot_dir is not None:
+        from loadbench.plots import plot_files
+
+        for png in plot_files(runs, plot_dir):
+            images[png.name] = png.read_bytes()
+            click.echo(f"plot: {png}")
+    text = {
+        "md": lambda: render.markdown(runs),
+        "csv": lambda: render.csv_text(runs),
+        "html": lambda: render.html(runs, images or None),
+    }[fmt]()
+    path = output or Path(f"benchmark_report.{fmt}")
+    write_atomic(path, text.encode("utf-8"))
+    click.echo(f"report: {path}")
+
+
+@main.command()
+@click.argument("baseline", metavar="BASELINE.json")
+@click.argument("candidate", metavar="CANDIDATE.json")
+@click.option(
+    "--max-regression",
+    default="10%",
+    show_default=True,
+    help="Tolerance before a worse figure counts, e.g. 10% or 0.1.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="METRIC[.STAT]",
+    help="Metric to judge; repeat. Default: ttft.p95 itl.p95 e2e.p95 "
+    "output_tokens_per_s error_rate.",
+)
+@click.option(
+    "--min-samples",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Fewer values than this in a histogram never count as a regression.",
+)
+def compare(
+    baseline: str, candidate: str, max_regression: str, metrics: tuple[str, ...], min_samples: int
+) -> None:
+    """Compare CANDIDATE with BASELINE stage by stage; exit 1 on a regression beyond noise."""
+    from loadbench.compare import DEFAULT_METRICS, parse_tolerance
+    from loadbench.compare import compare as run_compare
+    from loadbench.results import load_result
+    from loadbench.thresholds import parse_metric
+
+    tolerance = parse_tolerance(max_regression)
+    for m in metrics:
+        parse_metric(m)
+    result = run_compare(
+        load_result(baseline),
+        load_result(candidate),
+        metrics=metrics or DEFAULT_METRICS,
+        max_regression=tolerance,
+        min_samples=min_samples,
+    )
+    from rich.table import Table
+
+    from loadbench.progress import console as make_console
+
+    table = Table(
+        title=f"{Path(candidate).name} vs {Path(baseline).name} "
+        f"(regression: worse by > {tolerance:.0%} and beyond the runs' noise)"
+    )
+    for name in ("stage", "metric", "baseline", "candidate", "ratio", "verdict"):
+        table.add_column(
+            name, justify="left" if name in ("stage", "metric", "verdict") else "right"
+        )
+    for d in result.deltas:
+        table.add_row(
+            d.stage,
+            d.metric,
+            "-" if d.baseline is None else f"{d.baseline:.4g}",
+            "-" if d.candidate is None else f"{d.candidate:.4g}",
+            "-" if d.ratio is None else f"{d.ratio:.3f}",
+            f"[red]{d.verdict}[/red]" if d.regression else str(d.verdict),
+        )
+    out = make_console(stderr=False)
+    out.print(table)
+    for label in result.unmatched_baseline:
+        out.print(f"not matched: {label} is only in the baseline")
+    for label in result.unmatched_candidate:
+        out.print(f"not matched: {label} is only in the candidate")
+    out.print(f"{result.regressions} regression(s)")
+    if result.regressions:
+        sys.exit(EXIT_THRESHOLD)
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, metavar="RESULT.json...")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The merged result file to write.",
+)
+def merge(results: tuple[str, ...], output: Path) -> None:
+    """Merge result files of one scenario run at the same time by several load generators.
+
+    Histograms are added (exact percentiles of the whole), counters summed and every figure
+    recomputed; the output is a valid result file.
+    """
+    from loadbench.merge import merge_results
+    from loadbench.results import dumps, load_result, write_atomic
+
+    if len(results) < 2:
+        raise UsageError("merge: expected at least two result files")
+    merged = merge_results([load_result(r) for r in results], list(results))
+    write_atomic(output, dumps(merged))
+    click.echo(f"merged {len(results)} files: {output}")
 
 
 @main.command()

@@ -31,6 +31,7 @@ from typing import TypeGuard
 from urllib.parse import urlsplit
 
 from loadbench.errors import ScenarioError, UsageError
+from loadbench.thresholds import Threshold, slo_thresholds
 
 __all__ = [
     "BASE_URL_ENV",
@@ -125,6 +126,7 @@ class Scenario:
     prompts_file: str | None  # as written in the file, relative to its folder
     request: RequestSpec
     load: LoadSpec
+    slo: tuple[Threshold, ...] = ()  # from [slo]: every stage is judged against these
 
     def to_dict(self) -> dict[str, object]:
         """The resolved scenario for the result file: plain JSON types, no secrets."""
@@ -160,6 +162,7 @@ class Scenario:
                 "warmup": ld.warmup,
                 "seed": ld.seed,
             },
+            "slo": [t.source for t in self.slo],
         }
 
 
@@ -181,7 +184,7 @@ _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL_WANT = "an http:// or https:// URL with a host"
 _SET_BY_LOADBENCH = ("model", "messages", "prompt", "stream", "max_tokens", "temperature")
 
-_TOP_KEYS = ("name", "target", "models", "prompts", "request", "load")
+_TOP_KEYS = ("name", "target", "models", "prompts", "request", "load", "slo")
 _TARGET_KEYS = ("base_url", "api", "api_key_env", "timeout_s", "simulate")
 _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
 _SIM_FAULTS = ("error_rate", "rate_limit_rate", "drop_rate", "malformed_rate", "stall_rate")
@@ -561,11 +564,15 @@ def _build(
     prompts, prompts_file = _prompts(c, doc, file.parent)
     request = _request(c, doc)
     load = _load(c, doc)
+    slo: tuple[Threshold, ...] = ()
+    if "slo" in doc:
+        slo, problems = slo_thresholds(doc["slo"])
+        c.problems.extend(problems)
     if load is not None and not c.problems:
         c.problems.extend(_stage_size_problems(load))
     if c.problems or name is None or target is None or request is None or load is None:
         return None
-    return Scenario(name, str(file), target, models, prompts, prompts_file, request, load)
+    return Scenario(name, str(file), target, models, prompts, prompts_file, request, load, slo)
 
 
 def _name(c: _Checker, doc: Mapping[str, object], file: Path) -> str | None:
