@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
-
 from stamps import StampedRequest, clock_offset_ns, reported, timing_errors
 
 _loads = orjson.loads
@@ -153,8 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return Exchange(args.timing)
 
     async def connect() -> tuple[asyncio.Transport, Exchange]:
-        transport, proto = await loop.create_connection(factory, args.host, args.port)
-        return cast(asyncio.Transport, transport), proto
+        return await loop.create_connection(factory, args.host, args.port)
 
     conns = [await connect() for _ in range(args.conc)]
 

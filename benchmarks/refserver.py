@@ -71,17 +71,21 @@ def token_event(model: bytes, last: bool, t_ns: int = 0, r_ns: int = 0) -> bytes
 
 def tail(model: bytes, tokens: int) -> bytes:
     """The usage chunk, ``[DONE]`` and the last-chunk marker."""
-    usage = b'"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}' % (
-        tokens,
-        tokens + 8,
+    usage = (
+        b'"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}'
+        % (
+            tokens,
+            tokens + 8,
+        )
     )
     return _http_chunk(_PREFIX + model + b'",' + usage) + _http_chunk(b"[DONE]") + _END
 
 
 def json_response(body: bytes, status: bytes = b"200 OK") -> bytes:
-    return (
-        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-        % (status, len(body), body)
+    return b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        status,
+        len(body),
+        body,
     )
 
 
@@ -130,7 +134,7 @@ class TimerFD:
     _PR_SET_TIMERSLACK = 29
 
     class _Itimerspec(ctypes.Structure):
-        _fields_ = [  # noqa: RUF012  (ctypes reads it as a class attribute)
+        _fields_ = [
             ("interval_sec", ctypes.c_long),
             ("interval_nsec", ctypes.c_long),
             ("value_sec", ctypes.c_long),
@@ -348,6 +352,13 @@ def completion(tokens: int) -> bytes:
     )
 
 
+def announce(path: str, facts: dict[str, object]) -> None:
+    """Written whole, then renamed: a reader never sees half a file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(facts, f)
+    os.replace(path + ".tmp", path)
+
+
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     timer: TimerFD | None = None
@@ -363,10 +374,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     port = listener.sockets[0].getsockname()[1]
     if args.ready_file:
-        tmp = args.ready_file + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"port": port, "pid": os.getpid(), "loop": server.loop_name}, f)
-        os.replace(tmp, args.ready_file)
+        announce(args.ready_file, {"port": port, "pid": os.getpid(), "loop": server.loop_name})
     print(f"refserver {args.mode} on 127.0.0.1:{port} ({server.loop_name})", file=sys.stderr)
     async with listener:
         await asyncio.sleep(args.max_life_s)  # a bound even if nobody stops us

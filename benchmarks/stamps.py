@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,5 +107,5 @@ def reported(requests: Iterable[StampedRequest]) -> dict[str, object]:
         c = rq.token_ns
         if c:
             ttft.append(c[0] - rq.sent_ns)
-            itl.extend(b - a for a, b in zip(c, c[1:], strict=False))
+            itl.extend(b - a for a, b in pairwise(c))
     return {"ttft_ms": summary_ms(ttft), "itl_ms": summary_ms(itl)}

@@ -131,8 +131,10 @@ class _Body(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self._first:
-            yield piece
+        # One piece per network read, never one per HTTP chunk: events that arrived
+        # together get one stamp, and each yield costs three async-generator layers.
+        if self._first:
+            yield b"".join(self._first)
         self._first = []
         decoder = self._decoder
         stream = self._stream
@@ -153,8 +155,8 @@ class _Body(httpx.AsyncByteStream):
                 pieces = decoder.feed(data)
             except FramingError as exc:
                 raise MalformedResponse(str(exc), request=self._request) from exc
-            for piece in pieces:
-                yield piece
+            if pieces:
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def aclose(self) -> None:
         stream, self._stream = self._stream, None
