@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, perf_counter_ns
 from typing import Any, NoReturn
 
 import click
@@ -209,6 +210,17 @@ def _now_iso() -> str:
     type=click.Path(file_okay=False, path_type=Path),
     help="Also write benchmark_report.md and PNG plots into this folder.",
 )
+@click.option(
+    "--records",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also stream every request's record to this JSON Lines file.",
+)
+@click.option(
+    "--max-duration-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop the whole run after this long (beats [load] max_duration_s).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing result file.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; the summary only.")
 def run(
     scenario_file: str,
@@ -224,6 +236,9 @@ def run(
     server_pid: int | None,
     thresholds: tuple[str, ...],
     report_dir: Path | None,
+    records: Path | None,
+    max_duration_s: float | None,
+    overwrite: bool,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write a result file and a summary.
@@ -249,8 +264,15 @@ def run(
     from loadbench.plan import plan_stages
 
     plans = plan_stages(scenario)
-    if output is not None and output.exists() and output.is_dir():
-        raise UsageError(f"{output}: is a directory, expected a file name for the results")
+    for path, what in ((output, "the results"), (records, "the records")):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{path}: is a directory, expected a file name for {what}")
+        if path is not None and path.exists() and not overwrite:
+            raise UsageError(f"{path}: exists; pass --overwrite to replace it")
+    from loadbench.limits import ensure_open_files
+
+    ensure_open_files(max(p.max_concurrency or p.concurrency or len(p.offsets_ns) for p in plans))
+    run_limit = max_duration_s or scenario.load.max_duration_s
     warnings: list[str] = []
     api_key = None
     key_env = scenario.target.api_key_env
@@ -289,6 +311,8 @@ def run(
             quiet,
             pid,
             slo_request_limits(checks),
+            run_limit,
+            records,
         )
     finished_at = _now_iso()
     from loadbench.progress import summary_table
@@ -348,6 +372,8 @@ def _execute(
     quiet: bool,
     server_pid: int | None,
     slo: Any = (),
+    run_limit: float | None = None,
+    records: Path | None = None,
 ) -> tuple[Any, bool, str]:
     import anyio
 
@@ -390,15 +416,34 @@ def _execute(
             if sys.platform != "win32":
                 tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
             tg.start_soon(reporter.watch, state)
-            await run_stages(plans, scenario.prompts, client, state, reporter.stage_done, server)
+            with anyio.move_on_after(math.inf if run_limit is None else run_limit) as limit:
+                await run_stages(
+                    plans,
+                    scenario.prompts,
+                    client,
+                    state,
+                    reporter.stage_done,
+                    server,
+                    slo,
+                    scenario.load.max_error_rate,
+                    writer,
+                )
+            if limit.cancelled_caught:
+                state.close_partial(stopped="max_duration_s")
             tg.cancel_scope.cancel()
 
+    from loadbench.results import RecordWriter
+
+    writer = RecordWriter(records, perf_counter_ns()) if records is not None else None
     started_at = _now_iso()
     interrupted = False
     try:
         anyio.run(main_task, backend_options=_backend_options())
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        if writer is not None:
+            writer.close()
     if stopped_by_signal:
         interrupted = True
     if interrupted:
@@ -550,7 +595,8 @@ def compare(
     required=True,
     help="The merged result file to write.",
 )
-def merge(results: tuple[str, ...], output: Path) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+def merge(results: tuple[str, ...], output: Path, overwrite: bool) -> None:
     """Merge result files of one scenario run at the same time by several load generators.
 
     Histograms are added (exact percentiles of the whole), counters summed and every figure
@@ -561,6 +607,8 @@ def merge(results: tuple[str, ...], output: Path) -> None:
 
     if len(results) < 2:
         raise UsageError("merge: expected at least two result files")
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output}: exists; pass --overwrite to replace it")
     merged = merge_results([load_result(r) for r in results], list(results))
     write_atomic(output, dumps(merged))
     click.echo(f"merged {len(results)} files: {output}")

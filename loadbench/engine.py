@@ -30,6 +30,8 @@ from loadbench.scenario import LoadMode
 
 # Open-loop stages start this far in the future so the first due time is not already late.
 _LEAD_S = 0.005
+# An error rate over fewer requests than this is noise; the stage goes on until then.
+MIN_REQUESTS_FOR_ERROR_STOP = 10
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class StageResult:
     error_samples: dict[str, str]
     server: ServerUsage | None = None
     busy_fraction: float | None = None  # closed loop: share of worker time with a request out
+    stopped: str | None = None  # why the stage ended early: "max_error_rate", "max_duration_s"
 
 
 @dataclass
@@ -60,13 +63,30 @@ class LiveStage:
     # Closed loop pacing: time workers spent with a request out, and between requests.
     worker_busy_ns: int = 0
     worker_gap_ns: int = 0
+    max_error_rate: float | None = None
+    on_record: Callable[[StagePlan, RequestRecord], None] | None = None
+    stop: Callable[[], None] | None = None  # cancels the stage
+    stopped: str | None = None
 
     def sink(self, rec: RequestRecord) -> None:
-        self.accumulator.add(rec)
+        acc = self.accumulator
+        acc.add(rec)
+        if self.on_record is not None:
+            self.on_record(self.plan, rec)
         if rec.warmup:
             self.warmup_done += 1
         if rec.error is not None and rec.detail and rec.error not in self.error_samples:
             self.error_samples[rec.error] = rec.detail
+        limit = self.max_error_rate
+        if (
+            limit is not None
+            and self.stopped is None
+            and acc.sent >= MIN_REQUESTS_FOR_ERROR_STOP
+            and acc.failed > limit * acc.sent
+        ):
+            self.stopped = "max_error_rate"
+            if self.stop is not None:
+                self.stop()
 
     def pace(self, previous: RequestRecord | None, rec: RequestRecord) -> None:
         """One worker's next request: the gap since its last one ended is harness time."""
@@ -86,6 +106,7 @@ class LiveStage:
             error_samples=dict(self.error_samples),
             server=self.server.finish() if self.server is not None else None,
             busy_fraction=round(self.worker_busy_ns / total, 4) if total else None,
+            stopped=self.stopped,
         )
 
 
@@ -94,10 +115,13 @@ class RunState:
     stages: list[StageResult] = field(default_factory=list)
     live: LiveStage | None = None
 
-    def close_partial(self) -> None:
-        """After a cancellation: keep the stage that was running, marked interrupted."""
+    def close_partial(self, stopped: str | None = None) -> None:
+        """After a cancellation: keep the stage that was running, marked interrupted
+        (by a signal) or stopped (by a limit such as ``max_duration_s``)."""
         if self.live is not None:
-            self.stages.append(self.live.finish(interrupted=True))
+            if stopped is not None:
+                self.live.stopped = stopped
+            self.stages.append(self.live.finish(interrupted=stopped is None))
             self.live = None
 
 
@@ -119,9 +143,13 @@ async def run_stages(
     on_stage_end: Callable[[StageResult], None] = lambda _: None,
     server: ServerMonitor | None = None,
     slo: Sequence[SloLimit] = (),
+    max_error_rate: float | None = None,
+    on_record: Callable[[StagePlan, RequestRecord], None] | None = None,
 ) -> None:
     for plan in plans:
-        result = await run_stage(plan, prompts, client, state, server, slo)
+        result = await run_stage(
+            plan, prompts, client, state, server, slo, max_error_rate, on_record
+        )
         on_stage_end(result)
 
 
@@ -132,8 +160,14 @@ async def run_stage(
     state: RunState,
     server: ServerMonitor | None = None,
     slo: Sequence[SloLimit] = (),
+    max_error_rate: float | None = None,
+    on_record: Callable[[StagePlan, RequestRecord], None] | None = None,
 ) -> StageResult:
-    """Run one stage; ``slo`` holds the per-request limits that decide goodput."""
+    """Run one stage; ``slo`` holds the per-request limits that decide goodput.
+
+    A stage whose error rate passes ``max_error_rate`` (after a few requests) stops early:
+    requests in flight are cancelled and counted as interrupted, and the stage is marked.
+    """
     live = LiveStage(
         plan=plan,
         accumulator=StageAccumulator(open_loop=plan.mode is LoadMode.RATE, slo=slo),
@@ -141,10 +175,13 @@ async def run_stage(
         started_at=_now_iso(),
         expected=expected_requests(plan),
         server=server,
+        max_error_rate=max_error_rate,
+        on_record=on_record,
     )
     state.live = live
     live.monitor.start()
     async with anyio.create_task_group() as tg:
+        live.stop = tg.cancel_scope.cancel
         tg.start_soon(live.monitor.sample_lag)
         if server is not None:
             tg.start_soon(server.sample)

@@ -23,6 +23,8 @@ from loadbench import __version__
 from loadbench.engine import StageResult
 from loadbench.errors import ResultFileError, UsageError
 from loadbench.metrics import encode
+from loadbench.plan import StagePlan
+from loadbench.records import RequestRecord
 from loadbench.scenario import Scenario
 
 SCHEMA_VERSION = 1
@@ -50,6 +52,7 @@ def stage_to_dict(stage: StageResult) -> dict[str, object]:
         "started_at": stage.started_at,
         "finished_at": stage.finished_at,
         "interrupted": stage.interrupted,
+        "stopped": stage.stopped,
         "requests": {"sent": fig.sent, "ok": fig.ok, "failed": fig.failed, "warmup": fig.warmup},
         "errors": dict(sorted(fig.errors.items())),
         "error_samples": dict(sorted(stage.error_samples.items())),
@@ -94,6 +97,47 @@ def build_document(
         "warnings": list(warnings),
         "stages": [stage_to_dict(s) for s in stages],
     }
+
+
+class RecordWriter:
+    """Per-request records streamed to a JSON Lines file as they finish, never held.
+
+    Times are milliseconds from the run's start on the engine's clock. Lines go through
+    the file's buffer, so the cost on the event loop is a few microseconds per request.
+    """
+
+    def __init__(self, path: Path, start_ns: int) -> None:
+        try:
+            self._file = path.open("wb")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write records: {exc.strerror or exc}") from exc
+        self._start_ns = start_ns
+
+    def __call__(self, plan: StagePlan, rec: RequestRecord) -> None:
+        t0 = self._start_ns
+        first = rec.token_ns[0] if rec.token_ns else None
+        line = {
+            "model": plan.model,
+            "stage": plan.label,
+            "index": rec.index,
+            "warmup": rec.warmup,
+            "due_ms": round((rec.due_ns - t0) / 1e6, 3),
+            "sent_ms": round((rec.sent_ns - t0) / 1e6, 3),
+            "end_ms": round((rec.end_ns - t0) / 1e6, 3),
+            "ttft_ms": None if first is None else round((first - rec.due_ns) / 1e6, 3),
+            "e2e_ms": round((rec.end_ns - rec.due_ns) / 1e6, 3),
+            "events": len(rec.token_ns),
+            "output_tokens": rec.output_tokens,
+            "counted_by": str(rec.counted_by),
+            "prompt_tokens": rec.prompt_tokens,
+            "status": rec.status,
+            "error": rec.error,
+            "detail": rec.detail,
+        }
+        self._file.write(orjson.dumps(line) + b"\n")
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def default_path(name: str, now: datetime, folder: Path = Path("results")) -> Path:

@@ -114,6 +114,8 @@ class LoadSpec:
     duration_s: float | None
     warmup: int  # requests per stage sent first and left out of every figure
     seed: int
+    max_error_rate: float | None = None  # stop a stage early once more than this fails
+    max_duration_s: float | None = None  # stop the whole run after this long
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ class Scenario:
                 "duration_s": ld.duration_s,
                 "warmup": ld.warmup,
                 "seed": ld.seed,
+                "max_error_rate": ld.max_error_rate,
+                "max_duration_s": ld.max_duration_s,
             },
             "slo": [t.source for t in self.slo],
         }
@@ -805,6 +809,20 @@ def _load(c: _Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         )
     warmup = c.integer("load.warmup", raw.get("warmup", 0), 0, MAX_STAGE_REQUESTS)
     seed = c.integer("load.seed", raw.get("seed", 0), -INT64, INT64 - 1)
+    max_error_rate: float | None = None
+    if "max_error_rate" in raw:
+        max_error_rate = c.number(
+            "load.max_error_rate",
+            raw["max_error_rate"],
+            low=0.0,
+            high=1.0,
+            want="a fraction from 0 to 1",
+        )
+    max_duration_s: float | None = None
+    if "max_duration_s" in raw:
+        max_duration_s = c.number(
+            "load.max_duration_s", raw["max_duration_s"], positive=True, high=MAX_DURATION_S
+        )
     if (
         None in concurrency
         or None in rate
@@ -827,6 +845,8 @@ def _load(c: _Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         duration_s=duration_s,
         warmup=warmup,
         seed=seed,
+        max_error_rate=max_error_rate,
+        max_duration_s=max_duration_s,
     )
 
 

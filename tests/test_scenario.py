@@ -166,29 +166,37 @@ def test_full_example_round_trips_to_dict(tmp_path: Path) -> None:
             "duration_s": 30.0,
             "warmup": 3,
             "seed": 42,
+            "max_error_rate": None,
+            "max_duration_s": None,
         },
         "slo": [],
     }
 
 
 def test_slo_table_becomes_thresholds(tmp_path: Path) -> None:
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
 [slo]
 ttft_ms = { p95 = 500 }
 itl_ms = { p99 = 100 }
 error_rate = 0.01
 """
+    )
     s = load_scenario(write(tmp_path, text), env={})
     assert [t.source for t in s.slo] == ["ttft.p95<=500ms", "itl.p99<=100ms", "error_rate<=0.01"]
     assert s.to_dict()["slo"] == [t.source for t in s.slo]
 
 
 def test_slo_mistakes_are_listed_with_the_rest(tmp_path: Path) -> None:
-    text = MINIMAL.replace("requests = ", "requests = -") + """
+    text = (
+        MINIMAL.replace("requests = ", "requests = -")
+        + """
 [slo]
 ttf_ms = { p95 = 500 }
 e2e_ms = { p95 = -1 }
 """
+    )
     with pytest.raises(ScenarioError) as caught:
         load_scenario(write(tmp_path, text), env={})
     problems = "\n".join(caught.value.problems)
