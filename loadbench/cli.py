@@ -453,15 +453,18 @@ def _execute(
 
 def _load_runs(files: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
     from loadbench.analysis import summarize_run
-    from loadbench.results import load_result
+    from loadbench.errors import ResultFileError
+    from loadbench.results import load_result, thresholds_of
     from loadbench.thresholds import parse_threshold
 
     runs = []
     for f in files:
         doc = load_result(f)
-        if "summary" not in doc:
-            slo = doc.get("scenario", {}).get("slo") or []
-            doc["summary"] = summarize_run(doc, [parse_threshold(t) for t in slo])
+        try:
+            checks = [parse_threshold(t) for t in thresholds_of(doc)]
+        except UsageError as exc:
+            raise ResultFileError(f, f"summary.slo: {exc.message.splitlines()[0]}") from None
+        doc["summary"] = summarize_run(doc, checks)
         runs.append((Path(f).stem, doc))
     return runs
 

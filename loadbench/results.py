@@ -6,6 +6,7 @@ Serialisation is explicit here and nowhere else, so the contract (``schema_versi
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -22,7 +23,7 @@ import orjson
 from loadbench import __version__
 from loadbench.engine import StageResult
 from loadbench.errors import ResultFileError, UsageError
-from loadbench.metrics import encode
+from loadbench.metrics import decode, encode
 from loadbench.plan import StagePlan
 from loadbench.records import RequestRecord
 from loadbench.scenario import Scenario
@@ -198,6 +199,51 @@ def load_result(path: str | Path) -> dict[str, Any]:
             str(p),
             f"schema_version {doc['schema_version']!r}, this loadbench reads {SCHEMA_VERSION}",
         )
-    if not isinstance(doc.get("stages"), list):
-        raise ResultFileError(str(p), "stages: expected a list")
+    problem = _schema_problem(doc)
+    if problem is not None:
+        raise ResultFileError(str(p), problem)
+    # The summary is derived data, recomputed by whoever needs it; only the thresholds it
+    # was judged against (which may have come from the command line) are kept.
+    summary = doc.pop("summary", None)
+    slo = summary.get("slo") if isinstance(summary, dict) else None
+    if isinstance(slo, list) and all(isinstance(t, str) for t in slo):
+        doc["summary"] = {"slo": slo}
     return doc
+
+
+def thresholds_of(doc: dict[str, Any]) -> list[str]:
+    """The threshold expressions a loaded result was judged against."""
+    summary = doc.get("summary")
+    slo = summary.get("slo") if isinstance(summary, dict) else None
+    if isinstance(slo, list):
+        return [t for t in slo if isinstance(t, str)]
+    scenario_slo = doc["scenario"].get("slo")
+    return [t for t in scenario_slo if isinstance(t, str)] if isinstance(scenario_slo, list) else []
+
+
+def _schema_problem(doc: dict[str, Any]) -> str | None:
+    """The first way ``doc`` breaks the schema (or holds an unreadable histogram), or None.
+
+    Checking at the file edge lets analysis, reports, compare and merge assume well-formed
+    documents instead of guarding every field.
+    """
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+    if error is not None:
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in error.absolute_path)
+        return f"{where.lstrip('.') or 'document'}: {error.message[:200]}"
+    for i, stage in enumerate(doc["stages"]):
+        for name, blob in stage["histograms"].items():
+            try:
+                decode(blob)
+            except ValueError as exc:
+                return f"stages[{i}].histograms.{name}: {exc}"
+    return None
+
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema())
