@@ -6,6 +6,14 @@ every byte it will be sent, so the per-token work in the server is one list look
 write. The fault draw is a function of a
 seeded ``random.Random`` and the rates only: with a seed, the n-th completion request always
 gets the same fault, whatever the timing of the run.
+
+Two faults break an event's payload, at different layers. ``malformed`` breaks the SSE
+framing: a JSON payload continued on a second line without its ``data:`` field name (a
+pretty-printing server, a proxy that re-wraps lines). SSE reads that line as an unknown
+field and drops it, so the event's data is a fragment. ``bad_json`` is a well-framed event
+whose JSON is cut short (a half-written buffer). A stray line that SSE can read as a field,
+such as ``dataa: ...`` or a bare word, is not a fault: the spec ignores it, and a client
+that follows the spec does too.
 """
 
 from __future__ import annotations
@@ -23,12 +31,22 @@ _WORDS_JSON = tuple(orjson.dumps(w + " ") for w in WORDS)
 
 
 class Fault(StrEnum):
+    """One injected failure; its value names its counter in ``GET /stats``."""
+
     NONE = "none"
     HTTP_500 = "http_500"
     HTTP_429 = "http_429"
     DROP = "drop"
     MALFORMED = "malformed"
     STALL = "stall"
+    HTTP_503 = "http_503"
+    HTTP_401 = "http_401"
+    RESET = "reset"
+    SILENT = "silent"
+    NOT_SSE = "not_sse"
+    EMPTY = "empty"
+    NO_DONE = "no_done"
+    BAD_JSON = "bad_json"
 
 
 class Outcome(StrEnum):
@@ -40,8 +58,37 @@ class Outcome(StrEnum):
     DROP = "drop"
     MALFORMED = "malformed"
     STALL = "stall"
+    HTTP_503 = "http_503"
+    HTTP_401 = "http_401"
+    RESET = "reset"
+    SILENT = "silent"
+    NOT_SSE = "not_sse"
+    EMPTY = "empty"
+    NO_DONE = "no_done"
+    BAD_JSON = "bad_json"
     BAD_REQUEST = "bad_request"
     CLIENT_DISCONNECT = "client_disconnect"
+
+
+# Each fault and its rate field, in the order of the cumulative draw: append only, or seeded
+# runs change meaning.
+FAULT_RATES = (
+    (Fault.HTTP_500, "error_rate"),
+    (Fault.HTTP_429, "rate_limit_rate"),
+    (Fault.DROP, "drop_rate"),
+    (Fault.MALFORMED, "malformed_rate"),
+    (Fault.STALL, "stall_rate"),
+    (Fault.HTTP_503, "unavailable_rate"),
+    (Fault.HTTP_401, "unauthorized_rate"),
+    (Fault.RESET, "reset_rate"),
+    (Fault.SILENT, "silent_rate"),
+    (Fault.NOT_SSE, "not_sse_rate"),
+    (Fault.EMPTY, "empty_rate"),
+    (Fault.NO_DONE, "no_done_rate"),
+    (Fault.BAD_JSON, "bad_json_rate"),
+)
+FAULT_ORDER = tuple(fault for fault, _ in FAULT_RATES)
+RATE_FIELDS = tuple(name for _, name in FAULT_RATES)
 
 
 @dataclass(frozen=True)
@@ -55,23 +102,26 @@ class SimConfig:
     batch_itl_factor: float = 0.08  # gap = itl_ms * (1 + factor * (active - 1)), per token
     max_tokens_default: int = 128  # when a request gives no max_tokens
     seed: int | None = None  # faults and jitter; None draws fresh each run
+    # Faults: each request gets at most one, drawn against these rates (sum <= 1).
     error_rate: float = 0.0  # answered 500 with an OpenAI error body
     rate_limit_rate: float = 0.0  # answered 429 with Retry-After: 1
     drop_rate: float = 0.0  # connection closed after >= 1 token, no [DONE]
-    malformed_rate: float = 0.0  # one event of invalid JSON after the first token
+    malformed_rate: float = 0.0  # one event with a broken SSE line after the first token
     stall_rate: float = 0.0  # silent for stall_s after the first token
-    stall_s: float = 30.0
+    unavailable_rate: float = 0.0  # answered 503 with an OpenAI error body
+    unauthorized_rate: float = 0.0  # answered 401, an invalid API key
+    reset_rate: float = 0.0  # connection reset (RST) before any response byte
+    silent_rate: float = 0.0  # response head sent, then silent for stall_s
+    not_sse_rate: float = 0.0  # 200 with a small text/html page instead of a stream
+    empty_rate: float = 0.0  # a finished stream without a single content token
+    no_done_rate: float = 0.0  # every token, but no finish_reason and no [DONE]
+    bad_json_rate: float = 0.0  # one event of truncated JSON after the first token
+    stall_s: float = 30.0  # the length of a stall and of a silence
 
     @property
     def fault_rates(self) -> tuple[float, ...]:
         """In ``FAULT_ORDER``."""
-        return (
-            self.error_rate,
-            self.rate_limit_rate,
-            self.drop_rate,
-            self.malformed_rate,
-            self.stall_rate,
-        )
+        return tuple(getattr(self, name) for name in RATE_FIELDS)
 
     def validate(self) -> list[str]:
         """Every problem at once, one message per field, written for a command-line user."""
@@ -98,21 +148,17 @@ class SimConfig:
             not isinstance(self.seed, int) or isinstance(self.seed, bool)
         ):
             problems.append(f"seed: expected an integer or nothing, got {self.seed!r}")
-        rate_names = ("error_rate", "rate_limit_rate", "drop_rate", "malformed_rate", "stall_rate")
         before = len(problems)
-        for name in rate_names:
+        for name in RATE_FIELDS:
             number(name, 0.0, 1.0)
         if len(problems) == before:  # the sum only means something when each rate does
             total = sum(self.fault_rates)
             if total > 1.0 + 1e-9:
+                terms = (f"{n} {getattr(self, n):g}" for n in RATE_FIELDS if getattr(self, n))
                 problems.append(
-                    f"fault rates: expected {' + '.join(rate_names)} <= 1, got {total:g}"
+                    f"fault rates: expected a sum <= 1, got {total:g} ({' + '.join(terms)})"
                 )
         return problems
-
-
-# The order of the cumulative draw; keep it stable or seeded runs change meaning.
-FAULT_ORDER = (Fault.HTTP_500, Fault.HTTP_429, Fault.DROP, Fault.MALFORMED, Fault.STALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,12 +261,13 @@ def parse_completion(body: bytes, *, chat: bool, default_max_tokens: int) -> Com
     )
 
 
-def usage(job: Completion) -> dict[str, int]:
-    total = job.prompt_tokens + job.max_tokens
+def usage(job: Completion, completion_tokens: int | None = None) -> dict[str, int]:
+    """``completion_tokens`` defaults to ``max_tokens``: the simulator always generates them all."""
+    completion = job.max_tokens if completion_tokens is None else completion_tokens
     return {
         "prompt_tokens": job.prompt_tokens,
-        "completion_tokens": job.max_tokens,
-        "total_tokens": total,
+        "completion_tokens": completion,
+        "total_tokens": job.prompt_tokens + completion,
     }
 
 
@@ -239,9 +286,22 @@ HTTP_500_BODY = error_body("simulated internal server error", "server_error", 50
 HTTP_429_BODY = error_body(
     "simulated rate limit, retry after 1 s", "rate_limit_error", "rate_limit_exceeded"
 )
-# Truncated JSON, exactly what a broken proxy or a half-written buffer produces.
-MALFORMED_CHUNK = chunk(b'data: {"choices": [\n\n')
-DONE_AND_END = chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+HTTP_503_BODY = error_body(
+    "simulated overload, the server cannot take requests now", "server_error", 503
+)
+HTTP_401_BODY = error_body(
+    "simulated authentication failure: invalid API key", "invalid_request_error", "invalid_api_key"
+)
+NOT_SSE_BODY = (
+    b"<!doctype html>\n<html><head><title>Sign in</title></head>"
+    b"<body><p>loadbench simulator: an HTML page, not an event stream</p></body></html>\n"
+)
+# A broken SSE line: the payload goes on without `data:`, so SSE keeps only its first line.
+MALFORMED_CHUNK = chunk(b'data: {"choices": [{"index": 0,\n"delta": {"content": "x "}}]}\n\n')
+# Well-framed, but the JSON lacks its closing brace, as a half-written buffer leaves it.
+BAD_JSON_CHUNK = chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "x "}}]\n\n')
+END_OF_BODY = b"0\r\n\r\n"  # the terminating chunk
+DONE_AND_END = chunk(b"data: [DONE]\n\n") + END_OF_BODY
 _ROLE = b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
 
 
@@ -255,14 +315,23 @@ class StreamFrames:
     tail: bytes  # the usage event if asked for, [DONE], and the terminating chunk
 
 
-def stream_frames(job: Completion, ident: str, created: int) -> StreamFrames:
+def _envelope(job: Completion, ident: str, created: int) -> bytes:
+    """An event's start, up to the value of ``choices``."""
     kind = b"chat.completion.chunk" if job.chat else b"text_completion"
-    envelope = b'data: {"id":%b,"object":"%b","created":%d,"model":%b,"choices":' % (
+    return b'data: {"id":%b,"object":"%b","created":%d,"model":%b,"choices":' % (
         orjson.dumps(ident),
         kind,
         created,
         orjson.dumps(job.model),
     )
+
+
+def _usage_event(envelope: bytes, job: Completion, completion_tokens: int | None = None) -> bytes:
+    return chunk(envelope + b'[],"usage":%b}\n\n' % orjson.dumps(usage(job, completion_tokens)))
+
+
+def stream_frames(job: Completion, ident: str, created: int) -> StreamFrames:
+    envelope = _envelope(job, ident, created)
     if job.chat:
         open_, close = b'[{"index":0,"delta":{"content":', b'},"finish_reason":%b}]}\n\n'
     else:
@@ -272,19 +341,37 @@ def stream_frames(job: Completion, ident: str, created: int) -> StreamFrames:
     last = chunk(envelope + open_ + last_word + close % b'"length"')
     tail = DONE_AND_END
     if job.include_usage:
-        tail = chunk(envelope + b'[],"usage":%b}\n\n' % orjson.dumps(usage(job))) + tail
+        tail = _usage_event(envelope, job) + tail
     return StreamFrames(chunk(envelope + _ROLE) if job.chat else b"", tokens, last, tail)
 
 
-def whole_body(job: Completion, ident: str, created: int) -> bytes:
-    """The non-streaming answer: all ``max_tokens`` words at once, with usage."""
-    text = "".join(WORDS[k % len(WORDS)] + " " for k in range(job.max_tokens))
+def empty_tail(job: Completion, ident: str, created: int) -> bytes:
+    """An EMPTY stream after its role delta: finish_reason "stop" with no content, usage of
+    0 completion tokens if asked for, ``[DONE]`` and the terminating chunk."""
+    envelope = _envelope(job, ident, created)
+    if job.chat:
+        stop = b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    else:
+        stop = b'[{"index":0,"text":"","logprobs":null,"finish_reason":"stop"}]}\n\n'
+    out = chunk(envelope + stop)
+    if job.include_usage:
+        out += _usage_event(envelope, job, 0)
+    return out + DONE_AND_END
+
+
+def whole_body(job: Completion, ident: str, created: int, *, empty: bool = False) -> bytes:
+    """The non-streaming answer: all ``max_tokens`` words at once, with usage.
+
+    ``empty``: no words, ``finish_reason`` "stop" and 0 completion tokens.
+    """
+    n = 0 if empty else job.max_tokens
+    text = "".join(WORDS[k % len(WORDS)] + " " for k in range(n))
     choice: dict[str, object] = {"index": 0}
     if job.chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice |= {"text": text, "logprobs": None}
-    choice["finish_reason"] = "length"
+    choice["finish_reason"] = "stop" if empty else "length"
     return orjson.dumps(
         {
             "id": ident,
@@ -292,6 +379,6 @@ def whole_body(job: Completion, ident: str, created: int) -> bytes:
             "created": created,
             "model": job.model,
             "choices": [choice],
-            "usage": usage(job),
+            "usage": usage(job, n),
         }
     )

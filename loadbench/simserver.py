@@ -21,6 +21,8 @@ import dataclasses
 import importlib.util
 import random
 import re
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -37,10 +39,15 @@ from anyio.streams.buffered import BufferedByteStream
 
 from loadbench.errors import LoadbenchError, UsageError
 from loadbench.simfaults import (
+    BAD_JSON_CHUNK,
+    END_OF_BODY,
+    HTTP_401_BODY,
     HTTP_429_BODY,
     HTTP_500_BODY,
+    HTTP_503_BODY,
     MALFORMED_CHUNK,
     MODEL_ID,
+    NOT_SSE_BODY,
     BadRequest,
     Completion,
     Fault,
@@ -48,6 +55,7 @@ from loadbench.simfaults import (
     Outcome,
     SimConfig,
     draw_fault,
+    empty_tail,
     error_body,
     parse_completion,
     stream_frames,
@@ -83,12 +91,14 @@ class SimulatorHandle:
 _REASONS = {
     200: b"OK",
     400: b"Bad Request",
+    401: b"Unauthorized",
     404: b"Not Found",
     405: b"Method Not Allowed",
     411: b"Length Required",
     413: b"Content Too Large",
     429: b"Too Many Requests",
     500: b"Internal Server Error",
+    503: b"Service Unavailable",
 }
 _COMPLETION_PATHS = (b"/v1/chat/completions", b"/v1/completions")
 _MODELS_BODY = orjson.dumps(
@@ -98,6 +108,18 @@ _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
     b"transfer-encoding: chunked\r\n"
 )
+_JSON = b"application/json"
+# Faults answered as soon as the request is read, without a slot:
+# status, content type, body, extra header lines.
+_AT_ONCE = {
+    Fault.HTTP_500: (500, _JSON, HTTP_500_BODY, b""),
+    Fault.HTTP_429: (429, _JSON, HTTP_429_BODY, b"retry-after: 1\r\n"),
+    Fault.HTTP_503: (503, _JSON, HTTP_503_BODY, b""),
+    Fault.HTTP_401: (401, _JSON, HTTP_401_BODY, b'www-authenticate: Bearer realm="sim"\r\n'),
+    Fault.NOT_SSE: (200, b"text/html; charset=utf-8", NOT_SSE_BODY, b""),
+}
+# Faults that add one broken event after the first token; every token still follows.
+_BAD_EVENTS = {Fault.MALFORMED: MALFORMED_CHUNK, Fault.BAD_JSON: BAD_JSON_CHUNK}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +130,14 @@ class _Request:
     keep_alive: bool
 
 
-def _response(status: int, body: bytes, *, keep_alive: bool, extra: bytes = b"") -> bytes:
+def _response(
+    status: int, body: bytes, *, keep_alive: bool, extra: bytes = b"", content_type: bytes = _JSON
+) -> bytes:
     reason = _REASONS.get(status, b"Unknown")
-    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: %b\r\ncontent-length: %d\r\n" % (
         status,
         reason,
+        content_type,
         len(body),
     )
     return head + (b"" if keep_alive else b"connection: close\r\n") + extra + b"\r\n" + body
@@ -166,11 +191,34 @@ class _Next(StrEnum):
     ABORT = "abort"  # at once: a dropped stream or a client already gone
 
 
-_ABORTED = (Outcome.DROP, Outcome.CLIENT_DISCONNECT)
+_ABORTED = (Outcome.DROP, Outcome.RESET, Outcome.CLIENT_DISCONNECT)
 
 
 def _next(keep_alive: bool) -> _Next:
     return _Next.KEEP if keep_alive else _Next.CLOSE
+
+
+def _arm_reset(conn: BufferedByteStream) -> None:
+    """Makes the coming close send RST instead of FIN: SO_LINGER on, with a zero timeout.
+
+    Where the option is refused or the raw socket is out of reach, the close stays a FIN,
+    which a client sees the same way: closed before any response.
+    """
+    linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+    with contextlib.suppress(OSError, LookupError, AttributeError, TypeError):
+        raw = conn.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What one response has done so far: a fault counts from the moment it begins.
+
+    A client that gives up during a stall or a silence is the fault's doing, so the fault
+    is counted; one that leaves before any fault began is a plain disconnect.
+    """
+
+    outcome: Outcome = Outcome.CLIENT_DISCONNECT
 
 
 async def _linger(conn: BufferedByteStream) -> None:
@@ -304,15 +352,19 @@ class _Simulator:
             await conn.send(_response(exc.status, body, keep_alive=keep))
             return _next(keep)
         plan = draw_fault(self.fault_rng, self.config, job.max_tokens)
-        if plan.fault is Fault.HTTP_500:  # answered at once, no slot taken
-            self.counts[Outcome.HTTP_500] += 1
-            await conn.send(_response(500, HTTP_500_BODY, keep_alive=keep))
+        at_once = _AT_ONCE.get(plan.fault)
+        if at_once is not None:
+            status, content_type, body, extra = at_once
+            self.counts[Outcome(plan.fault.value)] += 1
+            response = _response(
+                status, body, keep_alive=keep, extra=extra, content_type=content_type
+            )
+            await conn.send(response)
             return _next(keep)
-        if plan.fault is Fault.HTTP_429:
-            self.counts[Outcome.HTTP_429] += 1
-            retry = b"retry-after: 1\r\n"
-            await conn.send(_response(429, HTTP_429_BODY, keep_alive=keep, extra=retry))
-            return _next(keep)
+        if plan.fault is Fault.RESET:  # the request was read whole, so no unread input
+            self.counts[Outcome.RESET] += 1
+            _arm_reset(conn)
+            return _Next.ABORT
         self.next_id += 1
         ident = f"{'chatcmpl' if chat else 'cmpl'}-sim{self.next_id}"
         gone = False
@@ -328,72 +380,119 @@ class _Simulator:
             else:
                 conn.feed_data(data)  # a pipelined next request: keep it for the loop
 
-        outcome = Outcome.CLIENT_DISCONNECT
+        progress = _Progress()
         async with anyio.create_task_group() as tg:
             if not conn.buffer:
                 tg.start_soon(watch, tg.cancel_scope)
             try:
                 if job.stream:
-                    outcome = await self._stream(conn, job, ident, plan, keep)
+                    progress.outcome = await self._stream(conn, job, ident, plan, keep, progress)
                 else:
-                    outcome = await self._whole(conn, job, ident, plan, keep)
+                    progress.outcome = await self._whole(conn, job, ident, plan, keep, progress)
             except _CLIENT_GONE:
                 gone = True
             tg.cancel_scope.cancel()
-        if gone:
-            outcome = Outcome.CLIENT_DISCONNECT
-        self.counts[outcome] += 1
-        return _Next.ABORT if outcome in _ABORTED else _next(keep)
+        self.counts[progress.outcome] += 1
+        return _Next.ABORT if gone or progress.outcome in _ABORTED else _next(keep)
 
     async def _stream(
-        self, conn: BufferedByteStream, job: Completion, ident: str, plan: FaultPlan, keep: bool
+        self,
+        conn: BufferedByteStream,
+        job: Completion,
+        ident: str,
+        plan: FaultPlan,
+        keep: bool,
+        progress: _Progress,
     ) -> Outcome:
         """Writes each event at its absolute due time, so lateness never accumulates."""
-        frames = stream_frames(job, ident, int(time.time()))
+        created = int(time.time())
+        frames = stream_frames(job, ident, created)
         head = _SSE_HEAD + (b"\r\n" if keep else b"connection: close\r\n\r\n")
         fault, n = plan.fault, job.max_tokens
+        outcome = Outcome.OK if fault is Fault.NONE else Outcome(fault.value)
+        no_done = fault is Fault.NO_DONE
         async with self._slot() as acquired:
-            await conn.send(head + frames.role)  # the role delta before prefill, as vLLM does
-            deadline = acquired + self._jittered(self.ttft_s)
+            deadline = acquired
+            if fault is Fault.SILENT:
+                await conn.send(head)
+                progress.outcome = outcome
+                deadline += self.config.stall_s  # the whole schedule shifts with it
+                await anyio.sleep_until(deadline)
+                head = b""
+            if head or frames.role:
+                await conn.send(head + frames.role)  # the role delta before prefill, as vLLM
+            deadline += self._jittered(self.ttft_s)
+            if fault is Fault.EMPTY:
+                await anyio.sleep_until(deadline)
+                await conn.send(empty_tail(job, ident, created))
+                return outcome
             for k in range(n):
                 if k:
                     deadline += self._gap()
                 await anyio.sleep_until(deadline)
-                out = frames.last if k == n - 1 else frames.tokens[k % len(frames.tokens)]
-                if k == 0 and fault is Fault.MALFORMED:
-                    out += MALFORMED_CHUNK
+                final = k == n - 1
+                if final and not no_done:
+                    out = frames.last
+                else:
+                    out = frames.tokens[k % len(frames.tokens)]
+                bad = _BAD_EVENTS.get(fault) if k == 0 else None
+                if bad is not None:
+                    out += bad
                 dropping = fault is Fault.DROP and k + 1 == plan.drop_after
                 stalling = fault is Fault.STALL and k == 0
-                if k == n - 1 and not dropping and not stalling:
-                    out += frames.tail
+                if final and not dropping and not stalling:
+                    out += END_OF_BODY if no_done else frames.tail
                 await conn.send(out)
                 self.tokens_sent += 1
                 if dropping:
-                    return Outcome.DROP  # the caller closes: no terminating chunk
+                    return outcome  # the caller closes: no terminating chunk
+                if bad is not None or stalling:
+                    progress.outcome = outcome
                 if stalling:
                     deadline += self.config.stall_s  # the rest of the schedule shifts with it
                     if n == 1:
                         await anyio.sleep_until(deadline)
                         await conn.send(frames.tail)
-        return Outcome.OK if fault is Fault.NONE else Outcome(fault.value)
+        return outcome
 
     async def _whole(
-        self, conn: BufferedByteStream, job: Completion, ident: str, plan: FaultPlan, keep: bool
+        self,
+        conn: BufferedByteStream,
+        job: Completion,
+        ident: str,
+        plan: FaultPlan,
+        keep: bool,
+        progress: _Progress,
     ) -> Outcome:
-        """A non-streaming answer after the full simulated time; only 500/429/DROP apply."""
-        n = plan.drop_after if plan.fault is Fault.DROP else job.max_tokens
+        """A non-streaming answer after the full simulated time.
+
+        Of the faults that take a slot, DROP (closed before any byte), SILENT (the head,
+        then ``stall_s`` of silence, then the body) and EMPTY apply; the others need a
+        stream, so such a request gets a normal answer and counts as ok.
+        """
+        fault = plan.fault
+        empty = fault is Fault.EMPTY
+        n = plan.drop_after if fault is Fault.DROP else 1 if empty else job.max_tokens
+        body = whole_body(job, ident, int(time.time()), empty=empty)
+        response = _response(200, body, keep_alive=keep)
         async with self._slot() as acquired:
-            deadline = acquired + self._jittered(self.ttft_s)
+            deadline = acquired
+            if fault is Fault.SILENT:
+                split = len(response) - len(body)
+                await conn.send(response[:split])
+                response = response[split:]
+                progress.outcome = Outcome.SILENT
+                deadline += self.config.stall_s
+            deadline += self._jittered(self.ttft_s)
             for k in range(n):
                 if k:
                     deadline += self._gap()
                 await anyio.sleep_until(deadline)  # per token: the batch may change meanwhile
-            if plan.fault is Fault.DROP:
+            if fault is Fault.DROP:
                 return Outcome.DROP  # closed before any byte of the response
-            body = whole_body(job, ident, int(time.time()))
-            await conn.send(_response(200, body, keep_alive=keep))
-            self.tokens_sent += n
-        return Outcome.OK
+            await conn.send(response)
+            self.tokens_sent += 0 if empty else n
+        return Outcome(fault.value) if fault in (Fault.SILENT, Fault.EMPTY) else Outcome.OK
 
 
 # -- entry points ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from loadbench.errors import LoadbenchError, UsageError
-from loadbench.simfaults import draw_fault
+from loadbench.simfaults import NOT_SSE_BODY, draw_fault
 from loadbench.simserver import (
     Fault,
     SimConfig,
@@ -33,6 +33,7 @@ from loadbench.simserver import (
     serve,
     simulator_process,
 )
+from loadbench.sse import SSEDecoder
 
 FAST = SimConfig(ttft_ms=5.0, itl_ms=1.0)
 CHAT = "/v1/chat/completions"
@@ -80,7 +81,7 @@ class Stream:
             if not choices:
                 continue
             choice = choices[0]
-            if "text" in choice or choice.get("delta", {}).get("content"):
+            if choice.get("text") or choice.get("delta", {}).get("content"):
                 out.append((t, event))
         return out
 
@@ -140,6 +141,14 @@ async def test_health_models_and_stats() -> None:
                         "drop",
                         "malformed",
                         "stall",
+                        "http_503",
+                        "http_401",
+                        "reset",
+                        "silent",
+                        "not_sse",
+                        "empty",
+                        "no_done",
+                        "bad_json",
                         "bad_request",
                         "client_disconnect",
                     ],
@@ -453,6 +462,8 @@ async def test_inter_token_gap_grows_with_the_batch() -> None:
     [
         (dataclasses.replace(FAST, slots=1, error_rate=1.0), 500),
         (dataclasses.replace(FAST, slots=1, rate_limit_rate=1.0), 429),
+        (dataclasses.replace(FAST, slots=1, unavailable_rate=1.0), 503),
+        (dataclasses.replace(FAST, slots=1, unauthorized_rate=1.0), 401),
     ],
 )
 async def test_http_error_faults(config: SimConfig, status: int) -> None:
@@ -462,9 +473,15 @@ async def test_http_error_faults(config: SimConfig, status: int) -> None:
                 body = {"messages": MESSAGES, "max_tokens": 3, "stream": streamed}
                 response = await client.post(CHAT, json=body)
                 assert response.status_code == status
-                assert response.json()["error"]["message"]
+                assert response.headers["content-type"] == "application/json"
+                error = response.json()["error"]
+                assert error["message"]
+                assert error["type"]
                 if status == 429:
                     assert response.headers["retry-after"] == "1"
+                if status == 401:
+                    assert error["code"] == "invalid_api_key"
+                    assert response.headers["www-authenticate"].startswith("Bearer")
             name = f"http_{status}"
             stats = await wait_stats(client, lambda s: s["outcomes"][name] == 2)
             assert stats["max_active"] == 0  # answered without taking a slot
@@ -487,18 +504,42 @@ async def test_drop_fault_closes_mid_stream() -> None:
 
 
 @pytest.mark.anyio
-async def test_malformed_fault_sends_one_bad_event_then_continues() -> None:
-    config = SimConfig(ttft_ms=5.0, itl_ms=1.0, malformed_rate=1.0)
+@pytest.mark.parametrize(
+    ("field", "name", "event", "data"),
+    [
+        # The second line lacks `data:`: SSE drops it, so the event's data is a fragment.
+        (
+            "malformed_rate",
+            "malformed",
+            b'data: {"choices": [{"index": 0,\n"delta": {"content": "x "}}]}\n\n',
+            b'{"choices": [{"index": 0,',
+        ),
+        # Well-framed, but the JSON lacks its closing brace.
+        (
+            "bad_json_rate",
+            "bad_json",
+            b'data: {"choices": [{"index": 0, "delta": {"content": "x "}}]\n\n',
+            b'{"choices": [{"index": 0, "delta": {"content": "x "}}]',
+        ),
+    ],
+)
+async def test_bad_event_faults_send_one_bad_event_then_continue(
+    field: str, name: str, event: bytes, data: bytes
+) -> None:
+    config = SimConfig(ttft_ms=5.0, itl_ms=1.0, **{field: 1.0})
     with anyio.fail_after(5):
         async with simulator(config) as client:
             result = await stream(client, CHAT, {"messages": MESSAGES, "max_tokens": 4})
             assert result.error is None
-            bad = [p for p in result.payloads[:-1] if not _is_json(p)]
-            assert bad == [b'{"choices": [']
-            assert result.payloads.index(bad[0]) == 2  # role, first token, then the bad one
-            assert len(result.tokens()) == 4
+            # role, first token, then the bad one (as sent: this helper splits on blank lines)
+            assert b"data: " + result.payloads[2] + b"\n\n" == event
+            assert SSEDecoder().feed(event) == [data]
+            assert not _is_json(data)
+            del result.events[2]
+            assert all(_is_json(p) for p in result.payloads[:-1])
+            assert len(result.tokens()) == 4  # every token still came
             assert result.payloads[-1] == b"[DONE]"
-            await wait_stats(client, lambda s: s["outcomes"]["malformed"] == 1)
+            await wait_stats(client, lambda s: s["outcomes"][name] == 1)
 
 
 @pytest.mark.anyio
@@ -514,6 +555,122 @@ async def test_stall_fault_pauses_after_the_first_token() -> None:
             assert times[2] - times[1] < 0.25
             assert result.payloads[-1] == b"[DONE]"
             await wait_stats(client, lambda s: s["outcomes"]["stall"] == 1)
+
+
+@pytest.mark.anyio
+async def test_a_client_leaving_a_stall_counts_as_the_stall() -> None:
+    config = SimConfig(ttft_ms=5.0, itl_ms=1.0, stall_rate=1.0, stall_s=30.0, slots=1)
+    body = {"messages": MESSAGES, "max_tokens": 3, "stream": True}
+    with anyio.fail_after(5):
+        async with simulator(config) as client:
+            async with client.stream("POST", CHAT, json=body) as response:
+                async for data in response.aiter_raw():
+                    if b'"content":"' in data.replace(b'"content":""', b""):
+                        break  # the first token: the stall has begun
+            stats = await wait_stats(client, lambda s: s["outcomes"]["stall"] == 1)
+            assert stats["outcomes"]["client_disconnect"] == 0
+            assert stats["active"] == 0  # the slot is free again, not held for 30 s
+
+
+@pytest.mark.anyio
+async def test_reset_fault_resets_before_any_byte() -> None:
+    config = dataclasses.replace(FAST, reset_rate=1.0)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve, config)
+            for streamed in (True, False):
+                post = json.dumps({"messages": MESSAGES, "max_tokens": 2, "stream": streamed})
+                async with await anyio.connect_tcp("127.0.0.1", port) as sock:
+                    await sock.send(
+                        b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\n"
+                        b"Content-Length: %d\r\n\r\n%b" % (len(post), post.encode())
+                    )
+                    # A real RST where SO_LINGER works (Linux, where CI runs), else a FIN.
+                    gone = anyio.BrokenResourceError if sys.platform == "linux" else Exception
+                    with pytest.raises(gone):
+                        await sock.receive()
+            async with httpx.AsyncClient(trust_env=False) as client:
+                stats = (await client.get(f"http://127.0.0.1:{port}/stats")).json()
+            assert stats["outcomes"]["reset"] == stats["requests"] == 2
+            assert stats["max_active"] == 0
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_silent_fault_sends_the_head_then_nothing(streamed: bool) -> None:
+    config = SimConfig(ttft_ms=5.0, itl_ms=1.0, silent_rate=1.0, stall_s=0.3)
+    body = {"messages": MESSAGES, "max_tokens": 3, "stream": streamed}
+    with anyio.fail_after(5):
+        async with simulator(config) as client:
+            start = time.perf_counter()
+            async with client.stream("POST", CHAT, json=body) as response:
+                head_s = time.perf_counter() - start
+                assert response.status_code == 200
+                got = b""
+                async for data in response.aiter_raw():
+                    if not got:
+                        first_s = time.perf_counter() - start
+                    got += data
+            assert head_s < 0.2 <= 0.25 <= first_s
+            if streamed:
+                assert got.endswith(b"data: [DONE]\n\n")
+            else:
+                assert json.loads(got)["usage"]["completion_tokens"] == 3
+            await wait_stats(client, lambda s: s["outcomes"]["silent"] == 1)
+
+
+@pytest.mark.anyio
+async def test_not_sse_fault_answers_html() -> None:
+    config = SimConfig(ttft_ms=5.0, itl_ms=1.0, not_sse_rate=1.0, slots=1)
+    with anyio.fail_after(5):
+        async with simulator(config) as client:
+            for streamed in (True, False):
+                body = {"messages": MESSAGES, "max_tokens": 3, "stream": streamed}
+                response = await client.post(CHAT, json=body)
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/html")
+                assert response.headers["content-length"] == str(len(NOT_SSE_BODY))
+                assert response.content == NOT_SSE_BODY
+            stats = await wait_stats(client, lambda s: s["outcomes"]["not_sse"] == 2)
+            assert stats["max_active"] == 0  # answered at once, like a proxy's page
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", [CHAT, "/v1/completions"])
+async def test_empty_fault_finishes_without_content(path: str) -> None:
+    config = SimConfig(ttft_ms=5.0, itl_ms=1.0, empty_rate=1.0)
+    body = {"max_tokens": 4, "stream_options": {"include_usage": True}}
+    body |= {"messages": MESSAGES} if path == CHAT else {"prompt": "a b"}
+    with anyio.fail_after(5):
+        async with simulator(config) as client:
+            result = await stream(client, path, body)
+            assert result.error is None
+            assert result.tokens() == []
+            assert result.payloads[-1] == b"[DONE]"
+            events = [json.loads(p) for p in result.payloads[:-1]]
+            assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "stop"
+            assert events[-1]["usage"]["completion_tokens"] == 0
+            whole = (await client.post(path, json={**body, "stream": False})).json()
+            assert whole["choices"][0]["finish_reason"] == "stop"
+            assert whole["usage"]["completion_tokens"] == 0
+            stats = await wait_stats(client, lambda s: s["outcomes"]["empty"] == 2)
+            assert stats["tokens_sent"] == 0
+
+
+@pytest.mark.anyio
+async def test_no_done_fault_ends_cleanly_without_a_finish() -> None:
+    config = SimConfig(ttft_ms=5.0, itl_ms=1.0, no_done_rate=1.0)
+    body = {"messages": MESSAGES, "max_tokens": 4, "stream_options": {"include_usage": True}}
+    with anyio.fail_after(5):
+        async with simulator(config) as client:
+            result = await stream(client, CHAT, body)
+            assert result.error is None  # a clean chunked end, not a drop
+            tokens = result.tokens()
+            assert len(tokens) == 4
+            assert all(e["choices"][0]["finish_reason"] is None for _, e in tokens)
+            assert b"[DONE]" not in result.payloads
+            await wait_stats(client, lambda s: s["outcomes"]["no_done"] == 1)
 
 
 @pytest.mark.anyio
@@ -603,11 +760,20 @@ def test_config_to_args_round_trips_through_the_parser() -> None:
         drop_rate=0.03,
         malformed_rate=0.04,
         stall_rate=0.05,
+        unavailable_rate=0.06,
+        unauthorized_rate=0.07,
+        reset_rate=0.08,
+        silent_rate=0.09,
+        not_sse_rate=0.1,
+        empty_rate=0.11,
+        no_done_rate=0.12,
+        bad_json_rate=0.005,
         stall_s=1.5,
     )
     args = config_to_args(config)
     assert args[:2] == ["--ttft-ms", "12.5"]
-    assert len(args) == 26
+    assert "--not-sse-rate" in args
+    assert len(args) == 42
     assert _parse_args(["--host", "::1", "--port", "9", *args]) == (config, "::1", 9)
     assert config_to_args(SimConfig(seed=0, slots=2)) == ["--slots", "2", "--seed", "0"]
 

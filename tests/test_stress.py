@@ -89,7 +89,7 @@ def test_memory_stays_flat_over_a_soak(write_scenario: Callable[..., Path], tmp_
             str(tmp_path / "r.jsonl"),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     watched = psutil.Process(proc.pid)
     samples: list[float] = []
