@@ -65,7 +65,17 @@ def test_run_writes_a_valid_result_and_a_summary(
 ) -> None:
     out = tmp_path / "r.json"
     key = "sk-never-in-any-file-42"
-    proc = loadbench("run", str(write_scenario(TINY)), "-o", str(out), env={"LB_TEST_KEY": key})
+    proc = loadbench(
+        "run",
+        str(write_scenario(TINY)),
+        "-o",
+        str(out),
+        "--records",
+        str(tmp_path / "r.jsonl"),
+        "--report-dir",
+        str(tmp_path / "report"),
+        env={"LB_TEST_KEY": key},
+    )
     assert proc.returncode == 0, proc.stderr
     doc = read(out)
     jsonschema.validate(doc, schema())
@@ -86,8 +96,10 @@ def test_run_writes_a_valid_result_and_a_summary(
     assert doc["scenario"]["target"]["api_key_env"] == "LB_TEST_KEY"  # type: ignore[index]
     assert "c=4" in proc.stdout
     assert "results:" in proc.stdout
-    for text in (out.read_text(), proc.stdout, proc.stderr):
-        assert key not in text
+    artefacts = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(artefacts) >= 5  # scenario, result, records, report, plots
+    for blob in [*artefacts, proc.stdout.encode(), proc.stderr.encode()]:
+        assert key.encode() not in blob
 
 
 def test_command_line_overrides_and_an_external_server(

@@ -156,6 +156,12 @@ def fixed(data: bytes) -> Reply:
         ),
         (b"HTTP/1.1 200 OK\r\n" + b"x" * 10, "no_response"),  # head never completed
         (b"NONSENSE\r\n\r\n", "protocol_error"),
+        # A POST is never followed to another place: the redirect is the server's answer.
+        (
+            b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/v1\r\n"
+            b"content-length: 0\r\n\r\n",
+            "http_307",
+        ),
     ],
 )
 async def test_each_response_shape_gets_its_class(body: bytes, error: str | None) -> None:
