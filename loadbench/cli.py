@@ -46,6 +46,30 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LoadbenchError as exc:
             _fail(exc)
+        except KeyboardInterrupt:  # before any request went out: nothing to keep
+            click.echo("interrupted before the first request: no results written", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+def _stop_signals() -> list[signal.Signals]:
+    return [signal.SIGINT] if sys.platform == "win32" else [signal.SIGINT, signal.SIGTERM]
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """While results are written, a Ctrl-C or SIGTERM is noted, not obeyed: the file is
+    short work, and losing it to a second keypress would lose the run."""
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _f: caught.append(n)) for s in _stop_signals()}
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -286,6 +310,8 @@ def run(
     console = make_console(stderr=True)
     for w in warnings:
         console.print(f"warning: {w}", style="yellow")
+    if sys.platform != "win32":  # SIGTERM before the engine runs: stop like Ctrl-C
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     with _target(scenario) as (url, target_info):
         listed = _probe(url, scenario.target.timeout_s)
         if listed is not None:
@@ -314,7 +340,40 @@ def run(
             run_limit,
             records,
         )
+    with _interrupts_deferred() as caught:
+        _finish(
+            scenario,
+            state,
+            interrupted,
+            started_at,
+            target_info,
+            warnings,
+            checks,
+            output,
+            report_dir,
+            insecure,
+            console,
+            caught,
+        )
+
+
+def _finish(
+    scenario: Any,
+    state: Any,
+    interrupted: bool,
+    started_at: str,
+    target_info: dict[str, object],
+    warnings: list[str],
+    checks: Any,
+    output: Path | None,
+    report_dir: Path | None,
+    insecure: bool,
+    console: Any,
+    caught: list[int],
+) -> None:
+    """Write the result file (and report), print the summary, and pick the exit code."""
     finished_at = _now_iso()
+    from loadbench.progress import console as make_console
     from loadbench.progress import summary_table
     from loadbench.results import build_document, default_path, dumps, write_atomic
 
@@ -346,7 +405,7 @@ def run(
     if report_dir is not None:
         for written in _write_report([(path.stem, document)], report_dir, plots=True):
             out.print(f"report: {written}")
-    if interrupted:
+    if interrupted or caught:
         console.print("interrupted: partial results written", style="yellow")
         sys.exit(EXIT_INTERRUPTED)
     broken = [

@@ -230,3 +230,30 @@ def test_every_command_has_help() -> None:
         result = CliRunner().invoke(main, [command, "--help"])
         assert result.exit_code == 0
         assert "Usage:" in result.output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0])
+def test_a_signal_at_any_moment_exits_130_without_a_traceback(
+    write_scenario: Callable[..., Path], tmp_path: Path, after_s: float
+) -> None:
+    """Start-up, simulator start, warmup: whatever was running, the exit is clean."""
+    out = tmp_path / "early.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadbench", "run", str(write_scenario(SLOW)), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(after_s)
+        proc.send_signal(signal.SIGINT)
+        _out, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    if out.exists():  # the engine had started: what it had is there, marked
+        doc = read(out)
+        jsonschema.validate(doc, schema())
+        assert doc["interrupted"] is True
