@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.cookiejar
 from time import perf_counter_ns
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 import httpx
@@ -81,6 +81,38 @@ def request_body(model: str, prompt: str, api: Api, spec: RequestSpec) -> bytes:
     return orjson.dumps(body)
 
 
+ServerTimings = tuple[int | None, int | None, int | None]  # prefill µs, decode µs, cached
+
+
+def llamacpp_timings(obj: dict[str, Any]) -> ServerTimings | None:
+    """llama.cpp's per-response ``timings`` (in the usage chunk, or the completion body).
+
+    The seam for server-native timings: another server kind that reports its own prefill
+    and decode per response needs one function of this shape, tried in ``SERVER_TIMINGS``.
+    """
+    t = obj.get("timings")
+    if type(t) is not dict:
+        return None
+    return (
+        _us_of_ms(t.get("prompt_ms")),
+        _us_of_ms(t.get("predicted_ms")),
+        _count(t.get("cache_n")),
+    )
+
+
+def _us_of_ms(value: object) -> int | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e12:
+        return round(value * 1000)
+    return None
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+SERVER_TIMINGS = (llamacpp_timings,)
+
+
 class StreamState:
     """What one SSE response has said so far: stamps and counts, no payloads.
 
@@ -99,6 +131,7 @@ class StreamState:
         "finished",
         "malformed",
         "prompt_tokens",
+        "server",
         "token_ns",
     )
 
@@ -111,6 +144,7 @@ class StreamState:
         self.error_events = 0
         self.completion_tokens: int | None = None
         self.prompt_tokens: int | None = None
+        self.server: ServerTimings | None = None
 
     def feed(self, payload: bytes, now_ns: int) -> None:
         if payload == b"[DONE]":
@@ -148,8 +182,18 @@ class StreamState:
             prompt = usage.get("prompt_tokens")
             if type(prompt) is int and prompt >= 0:
                 self.prompt_tokens = prompt
+            self._server(obj)
+        elif "timings" in obj:
+            self._server(obj)
         if "error" in obj:
             self.error_events += 1
+
+    def _server(self, obj: dict[str, Any]) -> None:
+        for read in SERVER_TIMINGS:
+            found = read(obj)
+            if found is not None:
+                self.server = found
+                return
 
     def outcome(self, leftover: bool) -> str | None:
         """The error class of a stream that ended cleanly at the HTTP level, or None."""
@@ -286,6 +330,7 @@ class LoadClient:
         end_ns = perf_counter_ns()
         if scope.cancelled_caught:
             error, detail = ErrorKind.TIMEOUT, f"no complete response within {self._timeout_s} s"
+        server = state.server or (None, None, None)
         if state.completion_tokens is not None:
             tokens, source = state.completion_tokens, TokenSource.USAGE
         else:
@@ -303,6 +348,9 @@ class LoadClient:
             status=status,
             prompt_tokens=state.prompt_tokens,
             detail=self._redact(detail),
+            server_prefill_us=server[0],
+            server_decode_us=server[1],
+            cached_tokens=server[2],
         )
 
     def _redact(self, text: str | None) -> str | None:
@@ -351,6 +399,7 @@ def _read_completion(body: bytes, state: StreamState, now_ns: int) -> str | None
         prompt = usage.get("prompt_tokens")
         if type(prompt) is int and prompt >= 0:
             state.prompt_tokens = prompt
+    state._server(obj)
     if not text:
         return ErrorKind.EMPTY
     return None

@@ -45,9 +45,14 @@ class Metric(StrEnum):
     TTFT_RAW = "ttft_raw"
     E2E_RAW = "e2e_raw"
     SCHEDULE_LAG = "schedule_lag"
+    # Server-native, when the server reports them per response (llama.cpp's `timings`):
+    SERVER_PREFILL = "server_prefill"  # the server's own prompt-processing time
+    SERVER_DECODE = "server_decode"  # the server's own generation time
+    TTFT_OUTSIDE_PREFILL = "ttft_outside_prefill"  # ttft - server prefill: queue, network, us
 
 
 CLOSED_LOOP_METRICS = (Metric.TTFT, Metric.ITL, Metric.TPOT, Metric.E2E)
+SERVER_METRICS = (Metric.SERVER_PREFILL, Metric.SERVER_DECODE, Metric.TTFT_OUTSIDE_PREFILL)
 OPEN_LOOP_METRICS = (*CLOSED_LOOP_METRICS, Metric.TTFT_RAW, Metric.E2E_RAW, Metric.SCHEDULE_LAG)
 
 
@@ -338,6 +343,8 @@ class StageAccumulator:
                 per_token = (rec.output_tokens - 1) * 1000
                 tpot_us = (rec.end_ns - first + per_token // 2) // per_token
                 clamped += not record(self._tpot, tpot_us)
+        if rec.server_prefill_us is not None or rec.server_decode_us is not None:
+            clamped += self._server_split(rec, due)
         if self.slo and self._meets_slo(rec, due):
             self.good += 1
         if self.open_loop:
@@ -347,6 +354,22 @@ class StageAccumulator:
             clamped += not record(hs[Metric.E2E_RAW.value], _us(rec.end_ns - rec.sent_ns))
             clamped += not record(hs[Metric.SCHEDULE_LAG.value], _us(rec.sent_ns - due))
         self.clamped += clamped
+
+    def _server_split(self, rec: RequestRecord, due: int) -> int:
+        """Client-observed TTFT = server prefill + the rest (queueing, network, harness)."""
+        hs = self.histograms
+        for metric in SERVER_METRICS:
+            if metric.value not in hs:
+                hs[metric.value] = new_histogram()
+        clamped = 0
+        if rec.server_prefill_us is not None:
+            clamped += not record(hs[Metric.SERVER_PREFILL.value], rec.server_prefill_us)
+            if rec.token_ns:
+                rest = _us(rec.token_ns[0] - due) - rec.server_prefill_us
+                clamped += not record(hs[Metric.TTFT_OUTSIDE_PREFILL.value], max(rest, 0))
+        if rec.server_decode_us is not None:
+            clamped += not record(hs[Metric.SERVER_DECODE.value], rec.server_decode_us)
+        return clamped
 
     def _meets_slo(self, rec: RequestRecord, due: int) -> bool:
         tokens = rec.token_ns

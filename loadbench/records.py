@@ -64,6 +64,10 @@ class RequestRecord:
     status: int | None = None
     prompt_tokens: int | None = None
     detail: str | None = None  # failures only: a short, redacted description for the report
+    # The server's own account of the request, when it gives one (llama.cpp's `timings`):
+    server_prefill_us: int | None = None  # prompt processing
+    server_decode_us: int | None = None  # token generation
+    cached_tokens: int | None = None  # prompt tokens served from the server's prompt cache
 
     @property
     def ok(self) -> bool:

@@ -278,3 +278,38 @@ def test_stream_state_takes_any_payloads(payloads: list[bytes]) -> None:
         for i, payload in enumerate(payloads):
             state.feed(payload, i)
         state.outcome(leftover=False)
+
+
+async def test_llamacpp_timings_are_kept_beside_the_client_figures() -> None:
+    usage = event(
+        {
+            "choices": [],
+            "usage": {"completion_tokens": 2, "prompt_tokens": 33},
+            "timings": {
+                "cache_n": 5,
+                "prompt_n": 33,
+                "prompt_ms": 223.311,
+                "predicted_n": 2,
+                "predicted_ms": 19.5,
+            },
+        }
+    )
+    body = SSE_HEAD + ROLE + delta("a") + delta("b", "length") + usage + DONE + END
+    async with canned(fixed(body)) as server:
+        (rec,) = await send(server.url)
+    assert rec.error is None
+    assert (rec.server_prefill_us, rec.server_decode_us, rec.cached_tokens) == (223311, 19500, 5)
+    from loadbench.metrics import StageAccumulator
+
+    acc = StageAccumulator(open_loop=False)
+    acc.add(rec)
+    fig = acc.finish()
+    assert fig.latency_ms["server_prefill"].count == 1
+    assert fig.latency_ms["server_decode"].max == pytest.approx(19.5, rel=0.01)
+    assert "ttft_outside_prefill" in fig.latency_ms
+
+
+def test_absurd_timings_are_ignored() -> None:
+    state = StreamState(chat=True)
+    state.feed(b'{"choices":[],"timings":{"prompt_ms":-1,"predicted_ms":"x","cache_n":true}}', 1)
+    assert state.server == (None, None, None)
