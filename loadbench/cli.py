@@ -440,6 +440,7 @@ def _execute(
     from loadbench.engine import RunState, run_stages
     from loadbench.monitor import ServerMonitor
     from loadbench.progress import Reporter
+    from loadbench.scrape import MetricsScraper, default_metrics_url
 
     state = RunState()
     server = ServerMonitor(server_pid)
@@ -458,7 +459,23 @@ def _execute(
                 cancel()
                 return
 
+    async def metrics_scraper() -> MetricsScraper | None:
+        """The server's /metrics, when it answers with an LLM server's families."""
+        scraper = MetricsScraper(scenario.target.metrics_url or default_metrics_url(url))
+        if await scraper.read():
+            return scraper
+        await scraper.aclose()
+        return None
+
     async def main_task() -> None:
+        scraper = await metrics_scraper()
+        try:
+            await load(scraper)
+        finally:
+            if scraper is not None:
+                await scraper.aclose()
+
+    async def load(scraper: MetricsScraper | None) -> None:
         async with (
             LoadClient(
                 base_url=url,
@@ -486,6 +503,7 @@ def _execute(
                     slo,
                     scenario.load.max_error_rate,
                     writer,
+                    scraper,
                 )
             if limit.cancelled_caught:
                 state.close_partial(stopped="max_duration_s")

@@ -13,6 +13,7 @@ State lives in a :class:`RunState` owned by the caller: when the run is cancelle
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from loadbench.monitor import ClientHealth, ClientMonitor, ServerMonitor, Server
 from loadbench.plan import StagePlan
 from loadbench.records import ErrorKind, RequestRecord, TokenSource
 from loadbench.scenario import LoadMode
+from loadbench.scrape import MetricsScraper
 
 # Open-loop stages start this far in the future so the first due time is not already late.
 _LEAD_S = 0.005
@@ -46,6 +48,7 @@ class StageResult:
     server: ServerUsage | None = None
     busy_fraction: float | None = None  # closed loop: share of worker time with a request out
     stopped: str | None = None  # why the stage ended early: "max_error_rate", "max_duration_s"
+    server_metrics: dict[str, object] | None = None  # the server's /metrics over the stage
 
 
 @dataclass
@@ -145,10 +148,11 @@ async def run_stages(
     slo: Sequence[SloLimit] = (),
     max_error_rate: float | None = None,
     on_record: Callable[[StagePlan, RequestRecord], None] | None = None,
+    scraper: MetricsScraper | None = None,
 ) -> None:
     for plan in plans:
         result = await run_stage(
-            plan, prompts, client, state, server, slo, max_error_rate, on_record
+            plan, prompts, client, state, server, slo, max_error_rate, on_record, scraper
         )
         on_stage_end(result)
 
@@ -162,6 +166,7 @@ async def run_stage(
     slo: Sequence[SloLimit] = (),
     max_error_rate: float | None = None,
     on_record: Callable[[StagePlan, RequestRecord], None] | None = None,
+    scraper: MetricsScraper | None = None,
 ) -> StageResult:
     """Run one stage; ``slo`` holds the per-request limits that decide goodput.
 
@@ -185,12 +190,17 @@ async def run_stage(
         tg.start_soon(live.monitor.sample_lag)
         if server is not None:
             tg.start_soon(server.sample)
+        if scraper is not None:
+            tg.start_soon(scraper.sample)
         if plan.mode is LoadMode.RATE:
             await _open_loop(plan, prompts, client, live.sink)
         else:
             await _closed_loop(plan, prompts, client, live)
         tg.cancel_scope.cancel()
     result = live.finish(interrupted=False)
+    if scraper is not None:
+        metrics = await scraper.finish()
+        result = dataclasses.replace(result, server_metrics=metrics.to_dict())
     state.stages.append(result)
     state.live = None
     return result

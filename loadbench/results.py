@@ -73,6 +73,7 @@ def stage_to_dict(stage: StageResult) -> dict[str, object]:
         "histogram_clamped": fig.clamped,
         "client": stage.client.to_dict(),
         "server": stage.server.to_dict() if stage.server is not None else None,
+        "server_metrics": stage.server_metrics,
     }
 
 

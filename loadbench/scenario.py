@@ -92,6 +92,7 @@ class Target:
     api_key_env: str | None  # the variable's name; the key is read from the environment
     timeout_s: float
     simulate: SimulateSpec | None
+    metrics_url: str | None = None  # Prometheus text; default: <base>/metrics when it answers
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class Scenario:
                 "api_key_env": t.api_key_env,
                 "timeout_s": t.timeout_s,
                 "simulate": None if t.simulate is None else dataclasses.asdict(t.simulate),
+                "metrics_url": t.metrics_url,
             },
             "models": list(self.models),
             "prompts": list(self.prompts),
@@ -189,7 +191,7 @@ _URL_WANT = "an http:// or https:// URL with a host"
 _SET_BY_LOADBENCH = ("model", "messages", "prompt", "stream", "max_tokens", "temperature")
 
 _TOP_KEYS = ("name", "target", "models", "prompts", "request", "load", "slo")
-_TARGET_KEYS = ("base_url", "api", "api_key_env", "timeout_s", "simulate")
+_TARGET_KEYS = ("base_url", "api", "api_key_env", "timeout_s", "simulate", "metrics_url")
 _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
 _SIM_FAULTS = ("error_rate", "rate_limit_rate", "drop_rate", "malformed_rate", "stall_rate")
 _PROMPT_KEYS = ("items", "file")
@@ -622,9 +624,10 @@ def _target(c: _Checker, doc: Mapping[str, object], env: Mapping[str, str]) -> T
     if var is not None:
         foundry = var == "FOUNDRY_LOCAL_ENDPOINT"
         base_url, simulate = c.url(var, env[var], override=True, foundry=foundry), None
+    metrics_url = c.url("target.metrics_url", raw["metrics_url"]) if "metrics_url" in raw else None
     if api is None or timeout is None or (base_url is None and simulate is None):
         return None
-    return Target(base_url, Api(api), key_env, timeout, simulate)
+    return Target(base_url, Api(api), key_env, timeout, simulate, metrics_url)
 
 
 def _env_url(env: Mapping[str, str]) -> str | None:
