@@ -754,7 +754,7 @@ def merge(results: tuple[str, ...], output: Path, overwrite: bool) -> None:
     type=float,
     default=0.0,
     show_default=True,
-    help="Fraction with one malformed event.",
+    help="Fraction with one broken SSE line in an event.",
 )
 @click.option(
     "--stall-rate",
@@ -763,7 +763,65 @@ def merge(results: tuple[str, ...], output: Path, overwrite: bool) -> None:
     show_default=True,
     help="Fraction that stall after the first token.",
 )
-@click.option("--stall-s", type=float, default=30.0, show_default=True, help="Length of a stall.")
+@click.option(
+    "--unavailable-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction answered 503.",
+)
+@click.option(
+    "--unauthorized-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction answered 401.",
+)
+@click.option(
+    "--reset-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction reset (TCP RST) before any response byte.",
+)
+@click.option(
+    "--silent-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction that send the headers, then nothing for --stall-s.",
+)
+@click.option(
+    "--not-sse-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction answered 200 with an HTML page.",
+)
+@click.option(
+    "--empty-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction that finish without a content token.",
+)
+@click.option(
+    "--no-done-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction that end without finish_reason or [DONE].",
+)
+@click.option(
+    "--bad-json-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction with one event of truncated JSON.",
+)
+@click.option(
+    "--stall-s", type=float, default=30.0, show_default=True, help="Length of a stall or a silence."
+)
 def simulate(host: str, port: int, **options: Any) -> None:
     """Serve a simulated OpenAI-compatible LLM (continuous batching, optional faults)."""
     from loadbench.simserver import SimConfig

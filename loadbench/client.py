@@ -195,6 +195,15 @@ class StreamState:
                 self.server = found
                 return
 
+    def describe(self, error: str) -> str:
+        """A sample message for the report; off the hot path (failures only)."""
+        return {
+            ErrorKind.ERROR_EVENT: f"{self.error_events} error event(s) in the stream",
+            ErrorKind.MALFORMED: f"{self.malformed} event(s) whose payload is not valid JSON",
+            ErrorKind.INCOMPLETE: "the stream ended with neither [DONE] nor a finish_reason",
+            ErrorKind.EMPTY: "the stream finished without any content",
+        }.get(ErrorKind(error), error)
+
     def outcome(self, leftover: bool) -> str | None:
         """The error class of a stream that ended cleanly at the HTTP level, or None."""
         if self.error_events:
@@ -312,6 +321,8 @@ class LoadClient:
                             for payload in decoder.feed(data):
                                 feed(payload, now)
                         error = state.outcome(decoder.close())
+                        if error is not None:
+                            detail = state.describe(error)
                 finally:
                     await response.aclose()
             except httpx.TimeoutException as exc:

@@ -31,6 +31,7 @@ from typing import TypeGuard
 from urllib.parse import urlsplit
 
 from loadbench.errors import ScenarioError, UsageError
+from loadbench.simfaults import RATE_FIELDS
 from loadbench.thresholds import Threshold, slo_thresholds
 
 __all__ = [
@@ -82,6 +83,14 @@ class SimulateSpec:
     drop_rate: float = 0.0
     malformed_rate: float = 0.0
     stall_rate: float = 0.0
+    unavailable_rate: float = 0.0
+    unauthorized_rate: float = 0.0
+    reset_rate: float = 0.0
+    silent_rate: float = 0.0
+    not_sse_rate: float = 0.0
+    empty_rate: float = 0.0
+    no_done_rate: float = 0.0
+    bad_json_rate: float = 0.0
     stall_s: float = 30.0
 
 
@@ -193,7 +202,7 @@ _SET_BY_LOADBENCH = ("model", "messages", "prompt", "stream", "max_tokens", "tem
 _TOP_KEYS = ("name", "target", "models", "prompts", "request", "load", "slo")
 _TARGET_KEYS = ("base_url", "api", "api_key_env", "timeout_s", "simulate", "metrics_url")
 _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
-_SIM_FAULTS = ("error_rate", "rate_limit_rate", "drop_rate", "malformed_rate", "stall_rate")
+_SIM_FAULTS = RATE_FIELDS
 _PROMPT_KEYS = ("items", "file")
 _REQUEST_KEYS = ("max_tokens", "temperature", "stream", "extra")
 _LOAD_KEYS = tuple(f.name for f in dataclasses.fields(LoadSpec) if f.name != "mode")
@@ -658,7 +667,10 @@ def _simulate(c: _Checker, target: Mapping[str, object]) -> SimulateSpec | None:
     spec = SimulateSpec(**values)  # type: ignore[arg-type]  # each value checked above
     total = sum(getattr(spec, name) for name in _SIM_FAULTS)
     if total > 1.0 + 1e-9:
-        c.add(f"target.simulate: expected {' + '.join(_SIM_FAULTS)} <= 1, got {total:g}")
+        c.add(
+            f"target.simulate: expected the fault rates (*_rate) to add up to at most 1, "
+            f"got {total:g}"
+        )
         return None
     return spec
 

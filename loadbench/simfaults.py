@@ -346,8 +346,11 @@ def stream_frames(job: Completion, ident: str, created: int) -> StreamFrames:
 
 
 def empty_tail(job: Completion, ident: str, created: int) -> bytes:
-    """An EMPTY stream after its role delta: finish_reason "stop" with no content, usage of
-    0 completion tokens if asked for, ``[DONE]`` and the terminating chunk."""
+    """What an EMPTY stream sends after its role delta, as one write.
+
+    A finish_reason "stop" with no content, usage of 0 completion tokens if asked for,
+    ``[DONE]`` and the terminating chunk.
+    """
     envelope = _envelope(job, ident, created)
     if job.chat:
         stop = b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'

@@ -404,7 +404,14 @@ class _Simulator:
         keep: bool,
         progress: _Progress,
     ) -> Outcome:
-        """Writes each event at its absolute due time, so lateness never accumulates."""
+        """Writes each event at its absolute due time, so lateness never accumulates.
+
+        Faults: SILENT holds everything after the head for ``stall_s``; EMPTY finishes
+        after prefill with no token; MALFORMED and BAD_JSON add one bad event after the
+        first token; STALL waits ``stall_s`` after it; DROP returns after ``drop_after``
+        tokens for the caller to close; NO_DONE sends every token without a finish_reason,
+        then the terminating chunk without ``[DONE]``.
+        """
         created = int(time.time())
         frames = stream_frames(job, ident, created)
         head = _SSE_HEAD + (b"\r\n" if keep else b"connection: close\r\n\r\n")
@@ -420,7 +427,7 @@ class _Simulator:
                 await anyio.sleep_until(deadline)
                 head = b""
             if head or frames.role:
-                await conn.send(head + frames.role)  # the role delta before prefill, as vLLM
+                await conn.send(head + frames.role)  # role delta before prefill, as vLLM does
             deadline += self._jittered(self.ttft_s)
             if fault is Fault.EMPTY:
                 await anyio.sleep_until(deadline)

@@ -11,11 +11,14 @@ HTTP/2 and proxies stay on httpx's own transport (``client.make_transport`` pick
 
 from __future__ import annotations
 
+import select
+import sys
 from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
 import httpx
+from anyio.abc import SocketAttribute
 
 from loadbench.h1 import MAX_HEAD_BYTES, BodyDecoder, FramingError, parse_head
 
@@ -41,51 +44,61 @@ class LeanTransport(httpx.AsyncBaseTransport):
         idle = self._idle.setdefault(key, [])
         payload = _render(request, await request.aread())
         method = request.method.encode()
-        while True:
-            reused = bool(idle)
-            stream = idle.pop() if reused else await _connect(*key, request)
-            received = False
-            try:
-                await stream.send(payload)
-                buf = b""
-                while True:
-                    data = await stream.receive(_READ_SIZE)
-                    received = True
-                    buf += data
-                    end = buf.find(b"\r\n\r\n")
-                    if end >= 0:
-                        head = parse_head(buf[:end], method=method)
-                        rest = buf[end + 4 :]
-                        if head.status < 200:  # 100 Continue and friends: read on
-                            buf = rest
-                            continue
-                        break
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise FramingError("response head larger than 64 KiB")
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-                await anyio.aclose_forcefully(stream)
-                if reused and not received:
-                    # A keep-alive connection the server had closed: the request never
-                    # reached it, so sending it again on a fresh one is no retry.
-                    continue
-                raise httpx.RemoteProtocolError(
-                    "Server disconnected without sending a response.", request=request
-                ) from exc
-            except FramingError as exc:
-                await anyio.aclose_forcefully(stream)
-                raise MalformedResponse(str(exc), request=request) from exc
-            except BaseException:
-                await anyio.aclose_forcefully(stream)
-                raise
-            decoder = BodyDecoder(head.framing, head.content_length)
-            first = decoder.feed(rest) if rest else []
-            body = _Body(stream, decoder, first, idle if head.keep_alive else None, request)
-            return httpx.Response(
-                head.status,
-                headers=head.headers,
-                stream=body,
-                extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-            )
+        stream = await self._acquire(idle, key, request)
+        try:
+            await stream.send(payload)
+            buf = b""
+            while True:
+                buf += await stream.receive(_READ_SIZE)
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    head = parse_head(buf[:end], method=method)
+                    rest = buf[end + 4 :]
+                    if head.status < 200:  # 100 Continue and friends: read on
+                        buf = rest
+                        continue
+                    break
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise FramingError("response head larger than 64 KiB")
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+            # Never sent again: a load test reports what happened to each request.
+            await anyio.aclose_forcefully(stream)
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            ) from exc
+        except FramingError as exc:
+            await anyio.aclose_forcefully(stream)
+            raise MalformedResponse(str(exc), request=request) from exc
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+        decoder = BodyDecoder(head.framing, head.content_length)
+        first = decoder.feed(rest) if rest else []
+        body = _Body(stream, decoder, first, idle if head.keep_alive else None, request)
+        return httpx.Response(
+            head.status,
+            headers=head.headers,
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+        )
+
+    async def _acquire(
+        self,
+        idle: list[anyio.abc.SocketStream],
+        key: tuple[str, int],
+        request: httpx.Request,
+    ) -> anyio.abc.SocketStream:
+        """The most recent idle connection the server has not closed, else a new one.
+
+        Checking before sending (as httpcore does) is what lets a failure after the send
+        be reported, never retried: the request may have reached the server.
+        """
+        while idle:
+            stream = idle.pop()
+            if not _closed_by_server(stream):
+                return stream
+            await anyio.aclose_forcefully(stream)
+        return await _connect(*key, request)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -103,6 +116,19 @@ async def _connect(host: str, port: int, request: httpx.Request) -> anyio.abc.So
         raise httpx.ConnectError(
             f"cannot connect to {host}:{port}: {reason}", request=request
         ) from exc
+
+
+def _closed_by_server(stream: anyio.abc.SocketStream) -> bool:
+    """An idle connection with anything to read was closed by the server (EOF or RST)."""
+    try:
+        sock = stream.extra(SocketAttribute.raw_socket)
+        if sys.platform == "win32" or not hasattr(select, "poll"):
+            return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, LookupError, anyio.TypedAttributeLookupError):
+        return True
 
 
 def _render(request: httpx.Request, body: bytes) -> bytes:
