@@ -378,6 +378,8 @@ def _finish(
     from loadbench.results import build_document, default_path, dumps, write_atomic
 
     target_info["insecure"] = insecure
+    # Not retries of requests the server saw: see transport.LeanTransport._no_reuse.
+    target_info["stale_keepalive_resends"] = state.stale_reuses
     for s in state.stages:
         if s.client.warning:
             warnings.append(f"{s.plan.model} {s.plan.label}: {s.client.warning}")
@@ -493,18 +495,21 @@ def _execute(
                 tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
             tg.start_soon(reporter.watch, state)
             with anyio.move_on_after(math.inf if run_limit is None else run_limit) as limit:
-                await run_stages(
-                    plans,
-                    scenario.prompts,
-                    client,
-                    state,
-                    reporter.stage_done,
-                    server,
-                    slo,
-                    scenario.load.max_error_rate,
-                    writer,
-                    scraper,
-                )
+                try:
+                    await run_stages(
+                        plans,
+                        scenario.prompts,
+                        client,
+                        state,
+                        reporter.stage_done,
+                        server,
+                        slo,
+                        scenario.load.max_error_rate,
+                        writer,
+                        scraper,
+                    )
+                finally:
+                    state.stale_reuses = client.stale_reuses
             if limit.cancelled_caught:
                 state.close_partial(stopped="max_duration_s")
             tg.cancel_scope.cancel()

@@ -273,6 +273,12 @@ class LoadClient:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             await self._client.aclose()
 
+    @property
+    def stale_reuses(self) -> int:
+        """Requests resent because a reused connection had been closed before them."""
+        transport = self._client._transport
+        return transport.stale_reuses if isinstance(transport, LeanTransport) else 0
+
     def _request(self, model: str, prompt: str) -> httpx.Request:
         key = (model, prompt)
         request = self._requests.get(key)

@@ -79,7 +79,7 @@ class LiveStage:
         if rec.warmup:
             self.warmup_done += 1
         if rec.error is not None and rec.detail and rec.error not in self.error_samples:
-            self.error_samples[rec.error] = rec.detail
+            self.error_samples[str(rec.error)] = rec.detail
         limit = self.max_error_rate
         if (
             limit is not None
@@ -117,6 +117,7 @@ class LiveStage:
 class RunState:
     stages: list[StageResult] = field(default_factory=list)
     live: LiveStage | None = None
+    stale_reuses: int = 0  # requests resent after a kept-alive connection closed under them
 
     def close_partial(self, stopped: str | None = None) -> None:
         """After a cancellation: keep the stage that was running, marked interrupted

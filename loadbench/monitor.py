@@ -56,10 +56,17 @@ def judge(cpu_percent: float, lag_p99_ms: float) -> str | None:
         reasons.append(f"event-loop lag p99 {lag_p99_ms:.1f} ms > {LAG_BOTTLENECK_MS:.0f} ms")
     if not reasons:
         return None
+    if cpu_percent <= CPU_BOTTLENECK_PERCENT:  # idle client, late wake-ups: the box is busy
+        advice = (
+            "the client is idle but wakes late, so the machine is short of CPU (the server "
+            "or another process holds the cores); leave the client a core of its own"
+        )
+    else:
+        advice = "use fewer streams per process, more processes, or a faster core"
     return (
         "the load generator may be the bottleneck ("
         + "; ".join(reasons)
-        + "): latencies include client delay; use fewer streams per process or a faster core"
+        + f"): latencies include client delay; {advice}"
     )
 
 

@@ -55,8 +55,8 @@ def stage_to_dict(stage: StageResult) -> dict[str, object]:
         "interrupted": stage.interrupted,
         "stopped": stage.stopped,
         "requests": {"sent": fig.sent, "ok": fig.ok, "failed": fig.failed, "warmup": fig.warmup},
-        "errors": dict(sorted(fig.errors.items())),
-        "error_samples": dict(sorted(stage.error_samples.items())),
+        "errors": {str(k): v for k, v in sorted(fig.errors.items())},
+        "error_samples": {str(k): v for k, v in sorted(stage.error_samples.items())},
         "duration_s": round(fig.duration_s, 6),
         "throughput": {
             "requests_per_s": round(fig.requests_per_s, 4),

@@ -35,6 +35,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self._idle: dict[tuple[str, int], list[anyio.abc.SocketStream]] = {}
         self._closed = False
+        # Origins that closed a kept-alive connection before answering on it: some servers
+        # (llama.cpp's cpp-httplib) close after every streamed response while announcing
+        # keep-alive. Their connections are not reused again.
+        self._no_reuse: set[tuple[str, int]] = set()
+        self.stale_reuses = 0  # requests resent after such a close; reported in the result
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -44,10 +49,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         idle = self._idle.setdefault(key, [])
         payload = _render(request, await request.aread())
         method = request.method.encode()
-        stream = await self._acquire(idle, key, request)
+        stream, reused = await self._acquire(idle, key, request)
+        buf = b""
         try:
             await stream.send(payload)
-            buf = b""
             while True:
                 buf += await stream.receive(_READ_SIZE)
                 end = buf.find(b"\r\n\r\n")
@@ -60,8 +65,20 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     break
                 if len(buf) > MAX_HEAD_BYTES:
                     raise FramingError("response head larger than 64 KiB")
-        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-            # Never sent again: a load test reports what happened to each request.
+        except anyio.EndOfStream as exc:
+            await anyio.aclose_forcefully(stream)
+            if reused and not buf:
+                # A clean close, before a byte, of a connection we reused: the server had
+                # closed it after its last response (the FIN was still in flight). Resend
+                # once on a fresh connection, count it, and stop reusing for this origin.
+                self._no_reuse.add(key)
+                self.stale_reuses += 1
+                return await self.handle_async_request(request)
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            ) from exc
+        except (anyio.BrokenResourceError, OSError) as exc:
+            # A reset is never resent: the request may have reached the server.
             await anyio.aclose_forcefully(stream)
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
@@ -87,18 +104,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
         idle: list[anyio.abc.SocketStream],
         key: tuple[str, int],
         request: httpx.Request,
-    ) -> anyio.abc.SocketStream:
-        """The most recent idle connection the server has not closed, else a new one.
-
-        Checking before sending (as httpcore does) is what lets a failure after the send
-        be reported, never retried: the request may have reached the server.
-        """
-        while idle:
+    ) -> tuple[anyio.abc.SocketStream, bool]:
+        """The most recent idle connection the server has not closed (and whether it was
+        reused), else a new one. Checking before sending, as httpcore does, leaves only
+        the race with a close already in flight."""
+        while idle and key not in self._no_reuse:
             stream = idle.pop()
             if not _closed_by_server(stream):
-                return stream
+                return stream, True
             await anyio.aclose_forcefully(stream)
-        return await _connect(*key, request)
+        while idle:
+            await anyio.aclose_forcefully(idle.pop())
+        return await _connect(*key, request), False
 
     async def aclose(self) -> None:
         self._closed = True

@@ -313,3 +313,15 @@ def test_absurd_timings_are_ignored() -> None:
     state = StreamState(chat=True)
     state.feed(b'{"choices":[],"timings":{"prompt_ms":-1,"predicted_ms":"x","cache_n":true}}', 1)
     assert state.server == (None, None, None)
+
+
+async def test_a_server_that_closes_after_each_stream_is_not_reused() -> None:
+    """llama.cpp's server announces keep-alive but closes after every streamed response."""
+    body = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+        b"keep-alive: timeout=5, max=100\r\n\r\n" + delta("a", "stop") + DONE + END
+    )
+    async with canned(fixed(body), close_after=True) as server:
+        records = await send(server.url, n=6)
+    assert [r.error for r in records] == [None] * 6
+    assert len(server.requests) == 6  # the server saw each request once

@@ -142,3 +142,16 @@ def test_the_open_file_limit_is_checked_before_the_run() -> None:
     if hard != resource.RLIM_INFINITY:
         with pytest.raises(UsageError, match=r"ulimit -n \d+"):
             ensure_open_files(hard + 1)
+
+
+def test_failures_with_a_sample_message_are_written(
+    write_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Regression: error_samples keyed by ErrorKind made orjson refuse the whole result."""
+    out = tmp_path / "r.json"
+    path = scenario(write_scenario, faults="drop_rate = 0.5\n    no_done_rate = 0.3")
+    proc = loadbench("run", path, "-o", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    (stage,) = read(out)["stages"]  # type: ignore[misc]
+    assert set(stage["error_samples"]) <= {"connection_dropped", "incomplete_stream"}
+    assert stage["error_samples"]
