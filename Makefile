@@ -59,3 +59,18 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build dist
+
+.PHONY: real-server real-server-stop test-real
+
+## real-server: build llama.cpp's llama-server once (6-12 min), start it on 127.0.0.1:18090 (PORT=, SLOTS=)
+real-server:
+	bash scripts/llama_server.sh build && bash scripts/llama_server.sh start $(if $(PORT),--port $(PORT)) $(if $(SLOTS),--slots $(SLOTS))
+
+## real-server-stop: stop the server that real-server started
+real-server-stop:
+	bash scripts/llama_server.sh stop
+
+## test-real: the integration tier against a real llama-server (builds it first if needed)
+test-real: $(STAMP)
+	bash scripts/llama_server.sh build
+	$(PY) -m pytest -q -m real tests/test_real.py

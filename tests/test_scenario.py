@@ -96,7 +96,12 @@ def test_shipped_scenarios_load(path: Path) -> None:
 
 
 def test_shipped_scenarios_are_the_three_promised() -> None:
-    assert [p.name for p in SCENARIOS] == ["demo.toml", "foundry-local.toml", "poisson.toml"]
+    assert [p.name for p in SCENARIOS] == [
+        "demo.toml",
+        "foundry-local.toml",
+        "llama-cpp.toml",
+        "poisson.toml",
+    ]
 
 
 def test_demo_sweeps_past_the_simulators_slots() -> None:
@@ -140,6 +145,7 @@ def test_full_example_round_trips_to_dict(tmp_path: Path) -> None:
             "api_key_env": "OPENAI_API_KEY",
             "timeout_s": 30.0,
             "simulate": None,
+            "metrics_url": None,
         },
         "models": ["model-a", "model-b"],
         "prompts": ["one", "two"],
@@ -396,8 +402,7 @@ BAD = [
             'base_url = "http://127.0.0.1:8000/v1"',
             "[target.simulate]\nerror_rate = 0.6\ndrop_rate = 0.6",
         ),
-        "target.simulate: expected error_rate + rate_limit_rate + drop_rate + malformed_rate + "
-        "stall_rate <= 1, got 1.2",
+        "target.simulate: expected the fault rates (*_rate) to add up to at most 1, got 1.2",
     ),
     (
         edit('base_url = "http://127.0.0.1:8000/v1"', "[target.simulate]\nttft = 5"),
