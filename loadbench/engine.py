@@ -13,6 +13,7 @@ State lives in a :class:`RunState` owned by the caller: when the run is cancelle
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
@@ -298,27 +299,15 @@ async def _open_loop(
     limiter = anyio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
 
     async def one(i: int, due_ns: int) -> None:
-        prompt = prompts[order[i % len(order)]]
-        warmup = i < plan.warmup
-        if limiter is None:
+        # Time spent waiting for the limiter is schedule lag, by design.
+        async with limiter if limiter is not None else contextlib.nullcontext():
             await _send(
                 client,
                 sink,
                 index=i,
-                warmup=warmup,
+                warmup=i < plan.warmup,
                 model=plan.model,
-                prompt=prompt,
-                due_ns=due_ns,
-            )
-            return
-        async with limiter:  # time spent waiting here is schedule lag, by design
-            await _send(
-                client,
-                sink,
-                index=i,
-                warmup=warmup,
-                model=plan.model,
-                prompt=prompt,
+                prompt=prompts[order[i % len(order)]],
                 due_ns=due_ns,
             )
 
