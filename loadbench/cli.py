@@ -166,27 +166,24 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _write_report(
-    runs: list[tuple[str, dict[str, Any]]], folder: Path, *, plots: bool, fmt: str = "md"
+    runs: list[tuple[str, dict[str, Any]]], path: Path, fmt: str, plot_dir: Path | None
 ) -> list[Path]:
+    """Plots first (an HTML report embeds them), then the report; returns the PNGs."""
     from loadbench import report
     from loadbench.results import write_atomic
 
-    written: list[Path] = []
-    images: dict[str, bytes] = {}
-    if plots:
+    pngs: list[Path] = []
+    if plot_dir is not None:
         from loadbench.plots import plot_files
 
-        pngs = plot_files(runs, folder)
-        written += pngs
-        images = {p.name: p.read_bytes() for p in pngs}
-    if fmt == "md":
-        path, text = folder / "benchmark_report.md", report.markdown(runs)
-    elif fmt == "csv":
-        path, text = folder / "benchmark_report.csv", report.csv_text(runs)
-    else:
-        path, text = folder / "benchmark_report.html", report.html(runs, images or None)
+        pngs = plot_files(runs, plot_dir)
+    text = {
+        "md": lambda: report.markdown(runs),
+        "csv": lambda: report.csv_text(runs),
+        "html": lambda: report.html(runs, {p.name: p.read_bytes() for p in pngs} or None),
+    }[fmt]()
     write_atomic(path, text.encode("utf-8"))
-    return [path, *written]
+    return pngs
 
 
 def _now_iso() -> str:
@@ -295,7 +292,7 @@ def run(
             raise UsageError(f"{path}: exists; pass --overwrite to replace it")
     from loadbench.limits import ensure_open_files
 
-    ensure_open_files(max(p.max_concurrency or p.concurrency or len(p.offsets_ns) for p in plans))
+    ensure_open_files(max(p.max_streams for p in plans))
     run_limit = max_duration_s or scenario.load.max_duration_s
     warnings: list[str] = []
     api_key = None
@@ -405,7 +402,9 @@ def _finish(
         out.print(line)
     out.print(f"results: {path}")
     if report_dir is not None:
-        for written in _write_report([(path.stem, document)], report_dir, plots=True):
+        md = report_dir / "benchmark_report.md"
+        pngs = _write_report([(path.stem, document)], md, "md", report_dir)
+        for written in [md, *pngs]:
             out.print(f"report: {written}")
     if interrupted or caught:
         console.print("interrupted: partial results written", style="yellow")
@@ -448,10 +447,6 @@ def _execute(
     server = ServerMonitor(server_pid)
     reporter = Reporter(console, len(plans), quiet=quiet)
     stopped_by_signal = False
-    max_streams = max(
-        [p.concurrency or 0 for p in plans]
-        + [p.max_concurrency or len(p.offsets_ns) for p in plans]
-    )
 
     async def watch_sigterm(cancel: Callable[[], None]) -> None:
         nonlocal stopped_by_signal
@@ -484,7 +479,7 @@ def _execute(
                 api=scenario.target.api,
                 spec=scenario.request,
                 timeout_s=scenario.target.timeout_s,
-                max_connections=max(max_streams, 1),
+                max_connections=max(p.max_streams for p in plans),
                 api_key=api_key,
                 verify=verify,
                 transport=transport,
@@ -575,24 +570,9 @@ def _load_runs(files: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
 )
 def report(results: tuple[str, ...], fmt: str, output: Path | None, plot_dir: Path | None) -> None:
     """Turn result files into a report; several files are compared side by side."""
-    from loadbench import report as render
-    from loadbench.results import write_atomic
-
-    runs = _load_runs(results)
-    images: dict[str, bytes] = {}
-    if plot_dir is not None:
-        from loadbench.plots import plot_files
-
-        for png in plot_files(runs, plot_dir):
-            images[png.name] = png.read_bytes()
-            click.echo(f"plot: {png}")
-    text = {
-        "md": lambda: render.markdown(runs),
-        "csv": lambda: render.csv_text(runs),
-        "html": lambda: render.html(runs, images or None),
-    }[fmt]()
     path = output or Path(f"benchmark_report.{fmt}")
-    write_atomic(path, text.encode("utf-8"))
+    for png in _write_report(_load_runs(results), path, fmt, plot_dir):
+        click.echo(f"plot: {png}")
     click.echo(f"report: {path}")
 
 

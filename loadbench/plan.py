@@ -39,6 +39,13 @@ class StagePlan:
     prompt_order: tuple[int, ...]  # request i uses prompts[prompt_order[i % len(...)]]
 
     @property
+    def max_streams(self) -> int:
+        """The most requests this stage can have in flight (sockets it may need)."""
+        if self.mode is LoadMode.RATE:
+            return self.max_concurrency or len(self.offsets_ns)
+        return self.concurrency or 1
+
+    @property
     def label(self) -> str:
         if self.mode is LoadMode.RATE:
             return f"rate={self.rate:g}/s"

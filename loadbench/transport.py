@@ -34,7 +34,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def __init__(self) -> None:
         self._idle: dict[tuple[str, int], list[anyio.abc.SocketStream]] = {}
-        self._closed = False
         # Origins that closed a kept-alive connection before answering on it: some servers
         # (llama.cpp's cpp-httplib) close after every streamed response while announcing
         # keep-alive. Their connections are not reused again.
@@ -118,7 +117,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return await _connect(*key, request), False
 
     async def aclose(self) -> None:
-        self._closed = True
         for idle in self._idle.values():
             for stream in idle:
                 await anyio.aclose_forcefully(stream)
