@@ -3,7 +3,9 @@
 Client figures say what users saw; the server's counters say why (requests deferred,
 KV-cache use, tokens predicted). Parsing uses prometheus-client's parser, not our own.
 Only the families of known LLM servers are kept, so a result file does not fill up with
-process and Go-runtime metrics.
+process and Go-runtime metrics. Histogram buckets are dropped too: a vLLM server exposes a
+dozen histograms of ~20 buckets per label set, which would fill the series cap before the
+``_sum`` and ``_count`` series that give each stage's mean queue, prefill and decode time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 KNOWN_PREFIXES = ("llamacpp:", "vllm:", "sglang:", "tgi_")
 MAX_SERIES = 200
 SCRAPE_INTERVAL_S = 1.0
+_SKIPPED = ("_created", "_bucket")
+_CUMULATIVE = ("_total", "_sum", "_count")  # counters, and histogram or summary totals
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -28,7 +32,7 @@ def parse_metrics(text: str) -> dict[str, float]:
         return out
     for family in families:
         for sample in family.samples:
-            if not sample.name.startswith(KNOWN_PREFIXES) or sample.name.endswith("_created"):
+            if not sample.name.startswith(KNOWN_PREFIXES) or sample.name.endswith(_SKIPPED):
                 continue
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
@@ -53,11 +57,15 @@ class StageMetrics:
     peak: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        """Counters as their change over the stage, gauges as their peak and last value."""
+        """Counters as their change over the stage, gauges as their peak and last value.
+
+        A histogram's or summary's ``_sum`` and ``_count`` get a change too: their ratio is
+        the stage's mean (e.g. vLLM's queue time), which no single snapshot holds.
+        """
         delta = {
             k: round(v - self.before[k], 6)
             for k, v in self.after.items()
-            if k in self.before and (k.endswith("_total") or "_total{" in k)
+            if k in self.before and k.partition("{")[0].endswith(_CUMULATIVE)
         }
         return {"delta": delta, "peak": self.peak, "after": self.after}
 

@@ -69,3 +69,59 @@ async def test_a_stage_gets_counter_deltas_and_gauge_peaks() -> None:
         tg.cancel_scope.cancel()
     assert stage["delta"] == {"llamacpp:prompt_tokens_total": 60.0}
     assert stage["peak"]["llamacpp:requests_deferred"] == 5.0  # type: ignore[index]
+
+
+def vllm_text(queue_sum: float, count: int) -> str:
+    """vLLM-style exposition: a labelled gauge and a labelled histogram with its buckets."""
+    m = 'model_name="m"'
+    return (
+        "# HELP vllm:num_requests_waiting Requests waiting.\n"
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        f"vllm:num_requests_waiting{{{m}}} {count % 3}\n"
+        "# HELP vllm:request_queue_time_seconds Time spent waiting.\n"
+        "# TYPE vllm:request_queue_time_seconds histogram\n"
+        f'vllm:request_queue_time_seconds_bucket{{le="0.5",{m}}} {count}\n'
+        f'vllm:request_queue_time_seconds_bucket{{le="+Inf",{m}}} {count}\n'
+        f"vllm:request_queue_time_seconds_sum{{{m}}} {queue_sum}\n"
+        f"vllm:request_queue_time_seconds_count{{{m}}} {count}\n"
+        f"vllm:request_queue_time_seconds_created{{{m}}} 1.7e9\n"
+    )
+
+
+def test_parse_drops_histogram_buckets_and_created_stamps() -> None:
+    assert parse_metrics(vllm_text(1.5, 4)) == {
+        'vllm:num_requests_waiting{model_name="m"}': 1.0,
+        'vllm:request_queue_time_seconds_sum{model_name="m"}': 1.5,
+        'vllm:request_queue_time_seconds_count{model_name="m"}': 4.0,
+    }
+
+
+@pytest.mark.anyio
+async def test_a_stage_gets_histogram_sum_and_count_deltas() -> None:
+    """Before: 4 requests queued 1.5 s in all; after: 10 requests, 4.5 s (mean 0.5 s)."""
+    bodies = iter([vllm_text(1.5, 4)])
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            body = next(bodies, vllm_text(4.5, 10)).encode()
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n" % len(body) + body
+            )
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        scraper = MetricsScraper(f"http://127.0.0.1:{port}/metrics")
+        with anyio.move_on_after(0.8):  # the before snapshot, then perhaps one more read
+            await scraper.sample()
+        stage = (await scraper.finish()).to_dict()
+        await scraper.aclose()
+        tg.cancel_scope.cancel()
+    assert stage["delta"] == {
+        'vllm:request_queue_time_seconds_sum{model_name="m"}': 3.0,
+        'vllm:request_queue_time_seconds_count{model_name="m"}': 6.0,
+    }
+    assert stage["after"]['vllm:num_requests_waiting{model_name="m"}'] == 1.0  # type: ignore[index]
