@@ -3,8 +3,9 @@
 Pure: a result document in, the ``"summary"`` dict of a result file out (JSON-safe, the
 format the report renderer reads). Per load point it gives the headline numbers, a
 Little's-law check of how many requests were really in flight, whether the load generator
-rather than the server set the pace, and the SLO verdict; per model, the knee of the
-curve, the highest load within the SLO, the peak throughput and the lowest TTFT.
+rather than the server set the pace, and the SLO verdict; per model, where throughput
+saturates, the knee (where requests start to queue), the highest load within the SLO, the
+peak throughput and the lowest TTFT.
 
 ``load`` is the total load the server was offered: the stage's concurrency (closed loop)
 or rate (open loop) times the number of load generators merged into the stage (1 unless
@@ -13,7 +14,7 @@ the file came from ``loadbench merge``), so it matches the stage's summed throug
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -23,20 +24,27 @@ __all__ = [
     "HARNESS_BUSY_FRACTION",
     "KNEE_EFFICIENCY",
     "KNEE_LATENCY_RISE",
+    "KNEE_QUEUE_FACTOR",
     "KNEE_RULE",
     "summarize_run",
 ]
 
 KNEE_EFFICIENCY = 0.25  # a step whose throughput gain is < 25% of its load gain adds too little
-KNEE_LATENCY_RISE = 0.10  # ... while latency (TTFT p95, else E2E p95) rises by > 10%
+KNEE_LATENCY_RISE = 0.10  # saturation: ... while latency (TTFT p95, else E2E p95) rises > 10%
+KNEE_QUEUE_FACTOR = 1.5  # knee: ... while latency rises > 1.5x as fast as the load
 HARNESS_BUSY_FRACTION = 0.9  # closed loop: workers idle > 10% of the time set the pace
 HARNESS_SEND_RATE = 0.9  # open loop: requests went out at < 90% of the offered rate
 LITTLE_MIN_FRACTION = 0.5  # closed loop: fewer than half the target in flight
 
 KNEE_RULE = (
-    f"The knee is the last load before the first step up where throughput grows by less "
-    f"than {KNEE_EFFICIENCY:.0%} of the load increase while TTFT p95 (E2E p95 without "
-    f"streamed tokens) rises by more than {KNEE_LATENCY_RISE:.0%}."
+    f"Throughput saturates at the last load before the first step up where throughput "
+    f"grows by less than {KNEE_EFFICIENCY:.0%} of the load increase while TTFT p95 (E2E p95 "
+    f"without streamed tokens) rises by more than {KNEE_LATENCY_RISE:.0%}. The knee is the "
+    f"last load before the first such step where that latency rises more than "
+    f"{KNEE_QUEUE_FACTOR:g}x as fast as the load (e.g. by more than "
+    f"{KNEE_QUEUE_FACTOR:.0%} for a doubling): a server that shares itself among more "
+    f"requests slows each in proportion to the load, so a faster rise means requests have "
+    f"started to wait in a queue."
 )
 
 
@@ -165,8 +173,10 @@ def _pct(x: float) -> str:
     return f"{x:+.1%}" if abs(x) < 0.1 else f"{x:+.0%}"
 
 
-def find_knee(points: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The knee of points sorted by load (see :data:`KNEE_RULE`), or None.
+def _saturated_steps(points: Sequence[Mapping[str, Any]]) -> Iterator[tuple[dict[str, Any], float]]:
+    """Each step up in load, in order, where throughput stopped keeping up (see
+    :data:`KNEE_RULE`): the step's facts and how many times faster than the load its
+    latency rose.
 
     Throughput is output tokens/s, or requests/s for a step where either side has no
     tokens. Steps where a ratio is undefined (a zero throughput, latency or load gain)
@@ -192,7 +202,26 @@ def find_knee(points: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
             )
             if b["littles_law"]["harness_bound"]:
                 reason += f" ({b['label']} was bound by the load generator)"
-            return {"label": a["label"], "load": a["load"], "reason": reason}
+            yield {"label": a["label"], "load": a["load"], "reason": reason}, lat_rise / load_gain
+
+
+def find_saturation(points: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Where throughput stops growing with load, of points sorted by load, or None."""
+    return next((step for step, _ in _saturated_steps(points)), None)
+
+
+def find_knee(points: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Where requests start to queue, of points sorted by load (see :data:`KNEE_RULE`).
+
+    Past saturation a closed loop shares the server among more requests, and each slows
+    in proportion (Little's law); only a latency rise well beyond that proportion says
+    requests wait for admission (a slot, a batch) — the knee users feel. On a server with
+    spare parallel capacity the two coincide; with one busy CPU thread and four slots,
+    throughput is flat from one stream while the queue starts past four.
+    """
+    for step, elasticity in _saturated_steps(points):
+        if elasticity > KNEE_QUEUE_FACTOR:
+            return {**step, "reason": f"{step['reason']}, {elasticity:.1f}× the load increase"}
     return None
 
 
@@ -208,6 +237,7 @@ def _model_summary(
         "model": model,
         "mode": mode,
         "points": points,
+        "saturation": find_saturation(points),
         "knee": find_knee(points),
         "max_load_within_slo": (
             {"label": within[-1]["label"], "load": within[-1]["load"]} if within else None
@@ -237,7 +267,8 @@ def summarize_run(doc: Mapping[str, Any], thresholds: Sequence[Threshold] = ()) 
     """The ``"summary"`` of a result document: one entry per (model, mode), in file order.
 
     ``meets_slo`` is None on every point when there are no thresholds; then
-    ``max_load_within_slo`` is None too. A knee of None means the curve showed none.
+    ``max_load_within_slo`` is None too. A knee or saturation of None means the curve
+    showed none.
     """
     stages = [s for s in doc.get("stages", ()) if isinstance(s, Mapping)]
     verdicts = evaluate(thresholds, stages) if thresholds else None

@@ -145,12 +145,21 @@ def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int |
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for m in summary["models"]:
-        knee = m["knee"]
-        lines.append(
-            f"{m['model']}: knee at {knee['label']} ({knee['reason']})"
-            if knee
-            else f"{m['model']}: no knee within the tested range"
-        )
+        knee, saturation = m["knee"], m.get("saturation")
+        if saturation and (knee is None or knee["label"] != saturation["label"]):
+            lines.append(
+                f"{m['model']}: throughput saturates at {saturation['label']} "
+                f"({saturation['reason']})"
+            )
+        if knee:
+            lines.append(f"{m['model']}: knee at {knee['label']} ({knee['reason']})")
+        elif saturation:
+            lines.append(
+                f"{m['model']}: no queueing knee within the tested range "
+                f"(latency grows in proportion to the load)"
+            )
+        else:
+            lines.append(f"{m['model']}: no knee within the tested range")
         best = m["max_load_within_slo"]
         if summary["slo"]:
             lines.append(

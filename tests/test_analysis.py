@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from loadbench.analysis import (
     KNEE_EFFICIENCY,
     KNEE_LATENCY_RISE,
+    KNEE_QUEUE_FACTOR,
     KNEE_RULE,
     summarize_run,
 )
@@ -182,6 +183,7 @@ _MODEL_KEYS = {
     "model",
     "mode",
     "points",
+    "saturation",
     "knee",
     "max_load_within_slo",
     "peak_throughput",
@@ -276,16 +278,49 @@ def test_peak_throughput_and_lowest_ttft() -> None:
     per_stream=st.floats(1.0, 1000.0),
     base_ms=st.floats(5.0, 500.0),
 )
-def test_knee_is_where_a_saturating_curve_flattens(
+def test_a_queue_past_saturation_is_the_knee(
     saturation: int, per_stream: float, base_ms: float
 ) -> None:
+    """Past saturation requests wait in a queue: latency grows faster than the load."""
     throughput = [min(load, saturation) * per_stream for load in LOADS]
-    latency = [base_ms * max(1.0, load / saturation) for load in LOADS]
-    knee = summarize_run(curve(LOADS, throughput, latency))["models"][0]["knee"]
+    latency = [base_ms * max(1.0, load / saturation) ** 2 for load in LOADS]
+    model = summarize_run(curve(LOADS, throughput, latency))["models"][0]
+    knee = model["knee"]
     assert knee is not None
     assert knee["label"] == f"c={saturation}"
     assert knee["load"] == saturation
     assert knee["reason"].startswith(f"c={saturation} → c={saturation * 2}: throughput +0.0%")
+    assert knee["reason"].endswith("3.0× the load increase")
+    assert model["saturation"]["label"] == knee["label"]
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    saturation=st.sampled_from(LOADS[:-1]),
+    per_stream=st.floats(1.0, 1000.0),
+    base_ms=st.floats(5.0, 500.0),
+)
+def test_sharing_a_saturated_server_is_saturation_without_a_knee(
+    saturation: int, per_stream: float, base_ms: float
+) -> None:
+    """Latency in proportion to load past saturation: shared, not queued (Little's law)."""
+    throughput = [min(load, saturation) * per_stream for load in LOADS]
+    latency = [base_ms * max(1.0, load / saturation) for load in LOADS]
+    model = summarize_run(curve(LOADS, throughput, latency))["models"][0]
+    assert model["saturation"] is not None
+    assert model["saturation"]["label"] == f"c={saturation}"
+    assert model["knee"] is None
+
+
+def test_one_busy_thread_and_four_slots_saturate_at_one_and_queue_past_four() -> None:
+    """llama-server -t 1 -np 4 on 2 cores, as measured (tok/s and TTFT p95 at c=1..16)."""
+    doc = curve(
+        [1, 2, 4, 8, 16], [57.1, 56.7, 64.8, 64.6, 64.9], [231.9, 456.2, 883.2, 2897.9, 6823.9]
+    )
+    model = summarize_run(doc)["models"][0]
+    assert model["saturation"]["label"] == "c=1"
+    assert model["knee"]["label"] == "c=4"
+    assert "TTFT p95 +228%, 2.3× the load increase" in model["knee"]["reason"]
 
 
 @settings(deadline=None, max_examples=30)
@@ -309,15 +344,23 @@ def test_knee_reason_says_the_numbers() -> None:
     assert knee == {
         "label": "c=8",
         "load": 8.0,
-        "reason": "c=8 → c=16: throughput +0.6% for +100% load, TTFT p95 +725%",
+        "reason": (
+            "c=8 → c=16: throughput +0.6% for +100% load, TTFT p95 +725%, 7.3× the load increase"
+        ),
     }
 
 
 def test_knee_thresholds_are_the_documented_ones() -> None:
     # Just inside both limits: efficiency 0.25 is not < 0.25; a rise of 10% is not > 10%.
     doc = curve([4, 8], [100, 100 * (1 + KNEE_EFFICIENCY)], [100, 100 * (1 + KNEE_LATENCY_RISE)])
-    assert summarize_run(doc)["models"][0]["knee"] is None
+    assert summarize_run(doc)["models"][0]["saturation"] is None
     doc = curve([4, 8], [100, 124], [100, 120])
+    assert summarize_run(doc)["models"][0]["saturation"] is not None
+    assert summarize_run(doc)["models"][0]["knee"] is None
+    # A doubling of load: latency +150% is exactly 1.5x as fast, not faster; +151% is.
+    doc = curve([4, 8], [100, 100], [100, 100 * (1 + KNEE_QUEUE_FACTOR)])
+    assert summarize_run(doc)["models"][0]["knee"] is None
+    doc = curve([4, 8], [100, 100], [100, 251])
     assert summarize_run(doc)["models"][0]["knee"] is not None
 
 
@@ -334,10 +377,11 @@ def test_knee_uses_e2e_without_ttft_and_requests_without_tokens() -> None:
         )
         for c, rps, e2e in ((2, 4.0, 500.0), (4, 4.1, 1000.0))
     ]
-    knee = summarize_run(make_doc(stages))["models"][0]["knee"]
-    assert knee is not None
-    assert knee["label"] == "c=2"
-    assert "E2E p95 +100%" in knee["reason"]
+    model = summarize_run(make_doc(stages))["models"][0]
+    assert model["saturation"] is not None
+    assert model["saturation"]["label"] == "c=2"
+    assert "E2E p95 +100%" in model["saturation"]["reason"]
+    assert model["knee"] is None  # E2E in proportion to load: shared, not queued
 
 
 # -- Little's law and the harness --------------------------------------------------------

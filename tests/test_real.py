@@ -234,19 +234,25 @@ def test_the_servers_own_metrics_show_the_slots_fill_then_the_queue(sweep: Run) 
 
 
 @pytest.mark.timeout(480)
-def test_the_knee_is_at_or_below_the_slot_count(sweep: Run) -> None:
-    """The knee exists and is no later than c=4: past 4 slots tokens/s cannot grow.
+def test_the_knee_is_at_the_slot_count_and_saturation_no_later(sweep: Run) -> None:
+    """The knee, where requests start to queue, is at the 4 slots; throughput saturates no
+    later than that.
 
-    It is usually *below* 4 on a small CPU box. With one compute thread (-t 1), decoding 4
-    streams in one batch costs about 4 single steps, so tokens/s is flat from c=1 (measured
-    55, 55, 65, 65, 63 tok/s at c=1..16 on 2 cores) and the rule fires at c=1 -> c=2, where
-    TTFT p95 rises as prefills start sharing the thread. The 4 slots show up as the queue
-    (the test above), not as the throughput knee. c=8 would mean throughput grew from 4 to
-    8 busy slots, which cannot happen.
+    With one compute thread (-t 1), decoding 4 streams in one batch costs about 4 single
+    steps, so tokens/s is flat from c=1 (measured 57, 57, 65, 65, 65 tok/s at c=1..16 on 2
+    cores): throughput saturates at c=1 or c=2, and up to c=4 TTFT p95 only grows in
+    proportion to the load (x1.9-2.0 per doubling) as prefills share the thread. Past
+    4 slots requests wait for one and TTFT p95 grows faster than the load (x3.3 from c=4 to
+    c=8), which is the knee. c=2 is allowed as "near 4" for a noisy box; c=8 would mean a
+    request queued behind 4 slots did not wait, which cannot happen.
     """
-    knee = sweep.doc["summary"]["models"][0]["knee"]
+    model = sweep.doc["summary"]["models"][0]
+    knee, saturation = model["knee"], model["saturation"]
     assert knee is not None, sweep.proc.stdout
-    assert knee["label"] in {"c=1", "c=2", "c=4"}, knee
+    assert knee["label"] in {"c=2", "c=4"}, knee
+    assert saturation is not None, sweep.proc.stdout
+    assert saturation["load"] <= knee["load"], (saturation, knee)
+    assert f"knee at {knee['label']}" in sweep.proc.stdout
 
 
 # -- what the server rejects is data, never fatal --------------------------------------------
