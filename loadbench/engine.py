@@ -24,7 +24,7 @@ from time import perf_counter_ns
 import anyio
 
 from loadbench.client import LoadClient
-from loadbench.metrics import SloLimit, StageAccumulator, StageFigures
+from loadbench.metrics import Metric, SloLimit, StageAccumulator, StageFigures
 from loadbench.monitor import ClientHealth, ClientMonitor, ServerMonitor, ServerUsage
 from loadbench.plan import StagePlan
 from loadbench.records import ErrorKind, RequestRecord, TokenSource
@@ -100,10 +100,12 @@ class LiveStage:
 
     def finish(self, *, interrupted: bool) -> StageResult:
         total = self.worker_busy_ns + self.worker_gap_ns
+        figures = self.accumulator.finish()
+        itl = figures.latency_ms.get(Metric.ITL.value)
         return StageResult(
             plan=self.plan,
-            figures=self.accumulator.finish(),
-            client=self.monitor.finish(),
+            figures=figures,
+            client=self.monitor.finish(itl.p50 if itl and itl.count else None),
             started_at=self.started_at,
             finished_at=_now_iso(),
             interrupted=interrupted,

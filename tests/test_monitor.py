@@ -19,7 +19,16 @@ def test_judge_flags_a_busy_or_laggy_client() -> None:
     assert "client CPU 85%" in busy
     laggy = judge(10.0, 7.5)
     assert laggy is not None
-    assert "event-loop lag p99 7.5 ms" in laggy
+    assert "event-loop lag p99 7.5 ms > 2 ms" in laggy
+
+
+def test_lag_that_matters_scales_with_the_token_gaps() -> None:
+    """2.2 ms late is noise against 35 ms token gaps, and a blur against 1 ms ones."""
+    assert judge(3.0, 2.2, itl_p50_ms=35.0) is None
+    assert judge(3.0, 2.2, itl_p50_ms=1.0) is not None
+    slow = judge(3.0, 4.0, itl_p50_ms=35.0)
+    assert slow is not None
+    assert "event-loop lag p99 4.0 ms > 3.5 ms" in slow
 
 
 @pytest.mark.anyio
