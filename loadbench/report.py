@@ -7,7 +7,9 @@ and without a GPU, two builds, two models) can be read side by side.
 The Markdown and the HTML report say the same things because both render one list of
 blocks (headings, paragraphs, tables, term lists) built once by :func:`_blocks`. Numbers
 are formatted for reading (latencies in ms with 1 decimal, 2 below 10 ms; rates with 2);
-the CSV keeps the result file's full values for spreadsheets and scripts.
+the CSV keeps the result file's full values for spreadsheets and scripts. What the server
+says about itself (per-response timings, ``/metrics``, cold start) is read by
+:mod:`loadbench.serverside`; this module only lays it out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from loadbench import serverside
+from loadbench.serverside import ServerFigures
 
 Run = tuple[str, Mapping[str, Any]]
 
@@ -46,11 +51,14 @@ CSV_COLUMNS: tuple[str, ...] = (
     "client_cpu_percent",
     "client_bottleneck",
     "interrupted",
+    "server_prefill_p50_ms",
+    "ttft_outside_prefill_p50_ms",
 )
 """One row per (run, stage). ``load`` is the concurrency or the arrival rate (req/s) per
 ``mode``; ``error_rate`` is failed / sent (0-1); ``goodput_rps`` is empty without an SLO;
 latencies are ms from each request's due time, empty when no request succeeded; booleans
-are ``true``/``false``. Names are stable: new columns are only ever appended."""
+are ``true``/``false``; the server's prefill and the rest of TTFT (ms) are empty unless the
+server sent per-response timings. Names are stable: new columns are only ever appended."""
 
 
 # --- the content, as data --------------------------------------------------------------
@@ -176,6 +184,10 @@ def _runs_section(runs: Sequence[Run]) -> Iterator[_Block]:
     header = ("run", "scenario", "target", "started at", "host", "python", "platform")
     yield _Table(header, tuple(rows), (False,) * len(header))
     for name, doc in runs:
+        cold = serverside.cold_start_text(doc.get("target"))
+        if cold:
+            yield _Para(f"{name}: {cold}.")
+    for name, doc in runs:
         if doc.get("interrupted"):
             yield _Para(
                 f"{name} was interrupted: the stages marked (interrupted) stopped early and "
@@ -295,10 +307,154 @@ def _model_sections(runs: Sequence[Run]) -> Iterator[_Block]:
             yield _stage_table(doc, model)
             yield _Heading(3, "Highlights")
             yield _highlights(doc, model)
+            yield from _server_side(doc, model)
         others = _other_warnings(doc)
         if others:
             yield _Heading(3, f"Warnings for {name}")
             yield _Terms(tuple(("warning", w) for w in others))
+
+
+def _pct(value: float | None) -> str:
+    return _NONE if value is None else f"{value:.0%}"
+
+
+def _count(value: float | None) -> str:
+    return _NONE if value is None else f"{value:.0f}"
+
+
+def _server_side(doc: Mapping[str, Any], model: str) -> Iterator[_Block]:
+    """The server's side of the model's stages: its TTFT split, then its /metrics."""
+    stages = [s for s in doc["stages"] if s["model"] == model]
+    figures = [serverside.server_figures(s.get("server_metrics")) for s in stages]
+    splits = [(s, split) for s in stages if (split := serverside.ttft_split(s))]
+    if splits:
+        yield from _ttft_split(
+            splits, dict(zip([str(s["label"]) for s in stages], figures, strict=True))
+        )
+    else:
+        yield from _mean_split(stages)
+    if any(figures):
+        yield from _server_metrics(stages, figures)
+
+
+def _ttft_split(
+    splits: Sequence[tuple[Mapping[str, Any], serverside.TtftSplit]],
+    figures: Mapping[str, ServerFigures | None],
+) -> Iterator[_Block]:
+    yield _Heading(3, "Server-side TTFT split")
+    yield _Para(
+        "Client TTFT = the server's prefill (from its per-response timings) + the rest, "
+        "outside prefill: queueing for a slot, network and harness. Each request is split "
+        "before percentiles are taken, so the p50 columns need not add up exactly."
+    )
+    header = (
+        "load",
+        "TTFT p50",
+        "server prefill p50",
+        "outside prefill p50",
+        "TTFT p95",
+        "server prefill p95",
+        "outside prefill p95",
+        "server decode p50",
+        "outside share of TTFT p50",
+    )
+    rows = tuple(
+        (
+            _stage_label(stage),
+            *(_ms(v) for v in (sp.ttft_p50_ms, sp.prefill_p50_ms, sp.outside_p50_ms)),
+            *(_ms(v) for v in (sp.ttft_p95_ms, sp.prefill_p95_ms, sp.outside_p95_ms)),
+            _ms(sp.decode_p50_ms),
+            _pct(sp.outside_share),
+        )
+        for stage, sp in splits
+    )
+    yield _Table(header, rows, (False,) + (True,) * (len(header) - 1))
+    waiting = {label: f.waiting_peak if f else None for label, f in figures.items()}
+    reading = serverside.queue_reading([sp for _, sp in splits], waiting)
+    if reading:
+        yield _Para(f"Reading: {reading}")
+
+
+def _mean_split(stages: Sequence[Mapping[str, Any]]) -> Iterator[_Block]:
+    """Without per-response timings: stage means from the server's own histograms."""
+    means = [(s, m) for s in stages if (m := serverside.mean_split(s.get("server_metrics")))]
+    if not means:
+        return
+    kind = means[0][1].kind
+    yield _Heading(3, "Server-side TTFT split (means from /metrics)")
+    yield _Para(
+        f"{kind} sends no per-response timings, so these are stage means from its own "
+        "histograms (their change of sum / change of count over the stage, warm-up "
+        "requests included, counted under server requests). Means add up where "
+        "percentiles do not: outside server = client TTFT mean - the server's TTFT mean "
+        "(network, HTTP front end, harness)."
+    )
+    notes = {m.note for _, m in means if m.note}
+    yield from (_Para(n) for n in sorted(notes))
+    header = (
+        "load",
+        "TTFT mean",
+        "server queue mean",
+        "server prefill mean",
+        "outside server mean",
+        "server decode mean",
+        "server requests",
+    )
+
+    def ms(seconds: float | None) -> str:
+        return _ms(None if seconds is None else seconds * 1000)
+
+    rows = tuple(
+        (
+            _stage_label(stage),
+            _ms(ttft := _latency(stage, "ttft", "mean")),
+            ms(m.queue_s),
+            ms(m.prefill_s),
+            _ms(m.outside_ms(ttft)),
+            ms(m.decode_s),
+            _count(m.requests),
+        )
+        for stage, m in means
+    )
+    yield _Table(header, rows, (False,) + (True,) * (len(header) - 1))
+
+
+_FIGURE_COLUMNS = (
+    ("running (peak)", "running_peak", _count),
+    ("waiting (peak)", "waiting_peak", _count),
+    ("prompt tokens", "prompt_tokens", _count),
+    ("cached prompt tokens", "cached_tokens", _count),
+    ("cache hit", "cache_hit_share", _pct),
+    ("generated tokens", "generated_tokens", _count),
+    ("KV cache (peak)", "kv_cache_peak", _pct),
+)
+
+
+def _server_metrics(
+    stages: Sequence[Mapping[str, Any]], figures: Sequence[ServerFigures | None]
+) -> Iterator[_Block]:
+    kind = next(f.kind for f in figures if f)
+    yield _Heading(3, "Server metrics")
+    yield _Para(
+        f"From {kind}'s /metrics, read each second during the stage: peaks of gauges "
+        "(requests running, waiting = queue depth, KV-cache use) and changes of counters "
+        "over the stage (tokens, warm-up requests included). Columns the server does not "
+        "expose are left out."
+    )
+    columns = [
+        (title, attr, fmt)
+        for title, attr, fmt in _FIGURE_COLUMNS
+        if any(f and getattr(f, attr) is not None for f in figures)
+    ]
+    rows = tuple(
+        (
+            _stage_label(stage),
+            *(fmt(getattr(f, attr)) if f else _NONE for _, attr, fmt in columns),
+        )
+        for stage, f in zip(stages, figures, strict=True)
+    )
+    header = ("load", *(title for title, _, _ in columns))
+    yield _Table(header, rows, (False,) + (True,) * len(columns))
 
 
 def _side_by_side(runs: Sequence[Run]) -> Iterator[_Block]:
@@ -442,6 +598,8 @@ def csv_rows(runs: Sequence[Run]) -> Iterator[dict[str, object]]:
             row["client_cpu_percent"] = client.get("cpu_percent")
             row["client_bottleneck"] = bool(client.get("bottleneck"))
             row["interrupted"] = bool(stage.get("interrupted"))
+            row["server_prefill_p50_ms"] = _latency(stage, "server_prefill", "p50")
+            row["ttft_outside_prefill_p50_ms"] = _latency(stage, "ttft_outside_prefill", "p50")
             yield row
 
 

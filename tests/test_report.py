@@ -476,3 +476,235 @@ def test_reports_and_plots_import_without_matplotlib() -> None:
     """matplotlib is an extra: importing report or plots must not load it."""
     code = "import sys, loadbench.report, loadbench.plots; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# --- the server's side ------------------------------------------------------------------
+
+# A real llama-server run (4 slots), trimmed: per load, TTFT, server prefill and outside
+# prefill (p50, p95 ms), server decode p50, then /metrics peaks: processing, deferred.
+LLAMACPP_RUN = {
+    1: ((214.4, 231.9), (210.9, 228.0), (3.98, 5.02), 336.6, 1.0, 0.0),
+    4: ((870.4, 883.2), (658.4, 671.2), (212.6, 217.3), 1105.9, 4.0, 0.0),
+    8: ((2584.6, 2897.9), (638.0, 668.7), (1940.5, 2230.3), 1323.0, 4.0, 4.0),
+    16: ((2916.4, 6823.9), (451.1, 479.7), (2465.8, 6385.7), 1501.2, 4.0, 12.0),
+}
+
+
+def lat(p50: float, p95: float) -> dict[str, Any]:
+    """A ``latency_ms`` entry of 16 requests; mean and p99 stand in as p50 and p95."""
+    return {"count": 16, "min": p50, "mean": p50, "p50": p50, "p90": p95, "p95": p95}
+
+
+def llamacpp_doc() -> dict[str, Any]:
+    stages = []
+    for c, (ttft, prefill, outside, decode, running, deferred) in LLAMACPP_RUN.items():
+        stage = make_stage("smollm2", c)
+        stage["latency_ms"] |= {
+            "ttft": lat(*ttft) | {"p99": ttft[1]},
+            "server_prefill": lat(*prefill),
+            "ttft_outside_prefill": lat(*outside),
+            "server_decode": lat(decode, decode * 1.3),
+        }
+        stage["server_metrics"] = {
+            "delta": {
+                "llamacpp:prompt_tokens_total": 691.0,
+                "llamacpp:prompt_tokens_cached_total": 0.0,
+                "llamacpp:tokens_predicted_total": 544.0,
+                "llamacpp:prompt_seconds_total": 3.76,
+            },
+            "peak": {
+                "llamacpp:requests_processing": running,
+                "llamacpp:requests_deferred": deferred,
+            },
+            "after": {"llamacpp:requests_processing": 0.0, "llamacpp:requests_deferred": 0.0},
+        }
+        stages.append(stage)
+    return make_doc(stages, slo=(), knee="c=4")
+
+
+def section(markdown: str, title: str) -> str:
+    """The text under ``### title`` up to the next heading."""
+    return markdown.split(f"### {title}\n", 1)[1].split("\n#", 1)[0]
+
+
+def section_rows(markdown: str, title: str) -> dict[str, dict[str, str]]:
+    """The section's table as {load label: {header: cell}}."""
+    lines = [line for line in section(markdown, title).splitlines() if line.startswith("|")]
+    header, *rows = ([c.strip() for c in line.split("|")[1:-1]] for line in lines)
+    return {row[0]: dict(zip(header, row, strict=True)) for row in rows[1:]}
+
+
+def test_per_response_timings_give_a_server_side_ttft_split() -> None:
+    md = report.markdown([("llama", llamacpp_doc())])
+    text = section(md, "Server-side TTFT split")
+    assert "split before percentiles are taken" in text
+    rows = section_rows(md, "Server-side TTFT split")
+    assert list(rows) == ["c=1", "c=4", "c=8", "c=16"]
+    assert rows["c=8"] == {
+        "load": "c=8",
+        "TTFT p50": "2584.6",
+        "server prefill p50": "638.0",
+        "outside prefill p50": "1940.5",
+        "TTFT p95": "2897.9",
+        "server prefill p95": "668.7",
+        "outside prefill p95": "2230.3",
+        "server decode p50": "1323.0",
+        "outside share of TTFT p50": "75%",
+    }
+    assert rows["c=1"]["outside prefill p50"] == "3.98"
+    assert rows["c=1"]["outside share of TTFT p50"] == "2%"
+
+
+def test_the_split_is_read_in_one_line_computed_from_the_stages() -> None:
+    md = report.markdown([("llama", llamacpp_doc())])
+    assert (
+        "Reading: from c=8 most of TTFT p50 (75%, 85%) is spent waiting outside prefill: "
+        "requests queue for a slot; the server reports up to 12 requests waiting at once."
+    ) in md
+    quiet = llamacpp_doc()
+    for stage in quiet["stages"]:  # the same prefill, but nothing waits outside it
+        stage["latency_ms"]["ttft_outside_prefill"] = lat(4.0, 5.0)
+    assert "Reading:" not in report.markdown([("llama", quiet)])
+
+
+def test_server_metrics_show_the_figures_the_server_exposes() -> None:
+    md = report.markdown([("llama", llamacpp_doc())])
+    assert "From llama.cpp's /metrics" in section(md, "Server metrics")
+    rows = section_rows(md, "Server metrics")
+    assert rows["c=16"] == {
+        "load": "c=16",
+        "running (peak)": "4",
+        "waiting (peak)": "12",
+        "prompt tokens": "691",
+        "cached prompt tokens": "0",
+        "cache hit": "0%",
+        "generated tokens": "544",
+    }  # no KV-cache column: this llama.cpp build does not expose one
+    assert rows["c=1"]["waiting (peak)"] == "0"
+
+
+def test_a_stage_without_metrics_gets_dashes() -> None:
+    doc = llamacpp_doc()
+    doc["stages"][0]["server_metrics"] = None
+    rows = section_rows(report.markdown([("llama", doc)]), "Server metrics")
+    assert set(list(rows["c=1"].values())[1:]) == {"—"}
+
+
+def test_no_server_sections_without_the_servers_figures() -> None:
+    md = report.markdown([("r1", sweep_doc())])
+    assert "Server-side" not in md
+    assert "Server metrics" not in md
+    assert "cold start" not in md
+
+
+def vllm_doc() -> dict[str, Any]:
+    """vLLM: no per-response timings, but phase histograms and labelled gauges."""
+    m = '{model_name="m"}'
+    stages = []
+    for c, queue_s in ((1, 0.0), (8, 1.6)):
+        stage = make_stage("m", c, ttft_ms=(1900.0, 2000.0, 2100.0))
+        stage["server_metrics"] = {
+            "delta": {
+                f"vllm:prompt_tokens_total{m}": 1000.0,
+                f"vllm:generation_tokens_total{m}": 512.0,
+                f"vllm:prefix_cache_hits_total{m}": 250.0,
+                f"vllm:prefix_cache_queries_total{m}": 1000.0,
+                f"vllm:request_queue_time_seconds_sum{m}": queue_s * 4,
+                f"vllm:request_queue_time_seconds_count{m}": 4.0,
+                f"vllm:request_prefill_time_seconds_sum{m}": 0.4,
+                f"vllm:request_prefill_time_seconds_count{m}": 4.0,
+                f"vllm:request_decode_time_seconds_sum{m}": 4.0,
+                f"vllm:request_decode_time_seconds_count{m}": 4.0,
+                f"vllm:time_to_first_token_seconds_sum{m}": queue_s * 4 + 0.4,
+                f"vllm:time_to_first_token_seconds_count{m}": 4.0,
+            },
+            "peak": {
+                f"vllm:num_requests_running{m}": float(min(c, 4)),
+                f"vllm:num_requests_waiting{m}": float(max(c - 4, 0)),
+                f"vllm:kv_cache_usage_perc{m}": 0.125 * c,
+            },
+            "after": {},
+        }
+        stages.append(stage)
+    return make_doc(stages, slo=(), knee=None)
+
+
+def test_without_timings_the_split_comes_from_the_servers_histograms() -> None:
+    doc = vllm_doc()
+    md = report.markdown([("vllm", doc)])
+    assert "### Server-side TTFT split\n" not in md
+    assert "vLLM sends no per-response timings" in md
+    rows = section_rows(md, "Server-side TTFT split (means from /metrics)")
+    ttft_mean = doc["stages"][1]["latency_ms"]["ttft"]["mean"]
+    assert rows["c=8"] == {
+        "load": "c=8",
+        "TTFT mean": f"{ttft_mean:.1f}",
+        "server queue mean": "1600.0",
+        "server prefill mean": "100.0",
+        "outside server mean": f"{ttft_mean - 1700.0:.1f}",
+        "server decode mean": "1000.0",
+        "server requests": "4",
+    }
+    assert rows["c=1"]["server queue mean"] == "0.00"
+    figures = section_rows(md, "Server metrics")
+    assert figures["c=8"] == {
+        "load": "c=8",
+        "running (peak)": "4",
+        "waiting (peak)": "4",
+        "prompt tokens": "1000",
+        "cached prompt tokens": "250",
+        "cache hit": "25%",
+        "generated tokens": "512",
+        "KV cache (peak)": "100%",
+    }
+
+
+def test_html_carries_the_server_sections() -> None:
+    page = report.html([("llama", llamacpp_doc()), ("vllm", vllm_doc())])
+    parsed = parse(page)
+    heads = [t for t, _ in parsed.seen if t == "h3"]
+    text = "".join(parsed.text)
+    assert [t for t, _ in parsed.seen].count("table") == 1 + 2 * 3  # runs; per run 3
+    assert len(heads) == 2 * 3
+    for title in ("Server-side TTFT split", "Server metrics", "means from /metrics"):
+        assert title in text
+    assert "Reading: from c=8 most of TTFT p50" in text
+
+
+def test_csv_has_the_server_prefill_columns_last_and_empty_without() -> None:
+    assert report.CSV_COLUMNS[-2:] == ("server_prefill_p50_ms", "ttft_outside_prefill_p50_ms")
+    runs = [("llama", llamacpp_doc()), ("sim", sweep_doc())]
+    rows = list(csv.DictReader(io.StringIO(report.csv_text(runs))))
+    c8 = next(r for r in rows if r["run"] == "llama" and r["label"] == "c=8")
+    assert (c8["server_prefill_p50_ms"], c8["ttft_outside_prefill_p50_ms"]) == ("638.0", "1940.5")
+    assert c8["ttft_p50_ms"] == "2584.6"
+    sim = [r for r in rows if r["run"] == "sim"]
+    assert {r["server_prefill_p50_ms"] for r in sim} == {""}
+    assert {r["ttft_outside_prefill_p50_ms"] for r in sim} == {""}
+
+
+def test_the_runs_section_shows_a_cold_start() -> None:
+    doc = sweep_doc()
+    doc["target"]["cold_start"] = {
+        "ready_s": 0.68,
+        "first_token_s": 0.93,
+        "first_request_ttft_s": 0.25,
+        "first_request": "ok",
+    }
+    failed = sweep_doc()
+    failed["target"]["cold_start"] = {
+        "ready_s": 2.0,
+        "first_token_s": None,
+        "first_request_ttft_s": None,
+        "first_request": "http_503",
+    }
+    md = report.markdown([("warm", doc), ("cold", failed), ("none", sweep_doc())])
+    runs = md.split("## Runs", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "warm: cold start: ready 0.68 s, first token 0.93 s after launch "
+        "(first request's TTFT 0.25 s)."
+    ) in runs
+    assert (
+        "cold: cold start: ready 2.00 s after launch; the first request failed (http_503)." in runs
+    )
+    assert "none: cold start" not in runs
