@@ -7,6 +7,13 @@ absolute (``anyio.sleep_until``), so a slow event loop shows as late tokens, not
 model. Every SSE event is written as its own HTTP chunk at its due time, so a client's
 timestamps measure the simulated timing, as against a real server.
 
+It mimics llama.cpp's per-response ``timings`` and its Prometheus ``GET /metrics``, so that
+loadbench's server-side split (TTFT = server prefill + queueing, network and harness) and
+its metrics scrape are exercised offline, in the tests and in ``make demo``, not only
+against a real llama-server. ``prompt_ms`` runs from the moment a request gets its slot to
+its first token, so time spent waiting for a slot shows as ``ttft_outside_prefill`` and as
+``llamacpp:requests_deferred``, as with llama.cpp's own slots.
+
 HTTP/1.1 is hand-written over ``anyio.create_tcp_listener``: keep-alive and
 ``Content-Length`` request bodies, nothing else. A framework would cost more per token than
 the client under test and hide when bytes actually leave. ``SimConfig`` and the pure parts
@@ -40,6 +47,7 @@ from anyio.streams.buffered import BufferedByteStream
 from loadbench.errors import LoadbenchError, UsageError
 from loadbench.simfaults import (
     BAD_JSON_CHUNK,
+    DONE_AND_END,
     END_OF_BODY,
     HTTP_401_BODY,
     HTTP_429_BODY,
@@ -54,6 +62,8 @@ from loadbench.simfaults import (
     FaultPlan,
     Outcome,
     SimConfig,
+    StreamFrames,
+    chunk,
     draw_fault,
     empty_tail,
     error_body,
@@ -109,6 +119,7 @@ _SSE_HEAD = (
     b"transfer-encoding: chunked\r\n"
 )
 _JSON = b"application/json"
+_PROMETHEUS = b"text/plain; version=0.0.4"
 # Faults answered as soon as the request is read, without a slot:
 # status, content type, body, extra header lines.
 _AT_ONCE = {
@@ -235,6 +246,61 @@ async def _linger(conn: BufferedByteStream) -> None:
             pass
 
 
+# -- llama.cpp's dialect: per-response timings and /metrics ---------------------------------
+
+# (name, type, help) in llama-server's words. No ``n_decode_total``: the simulator has no
+# batched decode step to count, as each request keeps its own token clock.
+_METRICS = (
+    ("prompt_tokens_total", "counter", "Number of prompt tokens processed"),
+    ("prompt_seconds_total", "counter", "Total time spent processing prompts"),
+    ("tokens_predicted_total", "counter", "Number of generation tokens processed"),
+    ("tokens_predicted_seconds_total", "counter", "Total time spent generating tokens"),
+    ("requests_processing", "gauge", "Number of requests processing"),
+    ("requests_deferred", "gauge", "Number of requests deferred"),
+)
+
+
+def _per(numerator: float, denominator: float) -> float | None:
+    """llama.cpp divides regardless and its JSON writer turns inf and nan into null."""
+    return round(numerator / denominator, 3) if denominator else None
+
+
+def _timings(prompt_n: int, prompt_s: float, predicted_n: int, predicted_s: float) -> bytes:
+    """llama.cpp's ``timings`` object (``result_timings::to_json``), its keys in its order."""
+    prompt_ms, predicted_ms = prompt_s * 1e3, predicted_s * 1e3
+    return orjson.dumps(
+        {
+            "cache_n": 0,
+            "prompt_n": prompt_n,
+            "prompt_ms": round(prompt_ms, 3),
+            "prompt_per_token_ms": _per(prompt_ms, prompt_n),
+            "prompt_per_second": _per(1e3 * prompt_n, prompt_ms),
+            "predicted_n": predicted_n,
+            "predicted_ms": round(predicted_ms, 3),
+            "predicted_per_token_ms": _per(predicted_ms, predicted_n),
+            "predicted_per_second": _per(1e3 * predicted_n, predicted_ms),
+        }
+    )
+
+
+def _stamped_event(event: bytes, timings: bytes) -> bytes:
+    """A prebuilt one-event chunk (``data: {...}``) with ``"timings"`` as its last field."""
+    payload = event[event.index(b"\r\n") + 2 : -2]  # the chunk's data, without its framing
+    return chunk(payload[: -len(b"}\n\n")] + b',"timings":%b}\n\n' % timings)
+
+
+def _stamped_end(job: Completion, frames: StreamFrames, timings: bytes) -> tuple[bytes, bytes]:
+    """The final token and the tail, with ``timings`` where llama.cpp puts them.
+
+    That is the stream's last data event: the usage chunk when usage was asked for, else
+    the chunk with the finish_reason.
+    """
+    if job.include_usage:
+        usage_event = frames.tail[: -len(DONE_AND_END)]
+        return frames.last, _stamped_event(usage_event, timings) + DONE_AND_END
+    return _stamped_event(frames.last, timings), frames.tail
+
+
 # -- the simulated model -----------------------------------------------------------------
 
 
@@ -250,6 +316,9 @@ class _Simulator:
         self.jitter_rng = random.Random(None if config.seed is None else f"jitter:{config.seed}")
         self.counts = {o.value: 0 for o in Outcome}
         self.requests = self.tokens_sent = self.active = self.queued = self.max_active = 0
+        # /metrics counters: the sums of every ``timings`` object sent.
+        self.prompt_tokens_total = self.tokens_predicted_total = 0
+        self.prompt_seconds_total = self.tokens_predicted_seconds_total = 0.0
         self.next_id = 0
         self.ttft_s = config.ttft_ms / 1000.0
         self.itl_s = config.itl_ms / 1000.0
@@ -265,6 +334,36 @@ class _Simulator:
                 "max_active": self.max_active,
             }
         )
+
+    def metrics(self) -> bytes:
+        """Prometheus text exposition (0.0.4) in llama.cpp's names, for scrapers."""
+        values = (
+            self.prompt_tokens_total,
+            self.prompt_seconds_total,
+            self.tokens_predicted_total,
+            self.tokens_predicted_seconds_total,
+            self.active,  # holding a slot
+            self.queued,  # waiting for one
+        )
+        lines = [
+            f"# HELP llamacpp:{name} {text}\n# TYPE llamacpp:{name} {kind}\n"
+            f"llamacpp:{name} {value!r}\n"
+            for (name, kind, text), value in zip(_METRICS, values, strict=True)
+        ]
+        return "".join(lines).encode()
+
+    def _finished(self, prompt_n: int, predicted_n: int, prompt_s: float, first: float) -> bytes:
+        """The timings of a response whose last token is due now, counted for /metrics.
+
+        ``prompt_s``: slot taken to first token; ``first``: the clock at the first token,
+        so one token has no decode time at all.
+        """
+        predicted_s = anyio.current_time() - first if predicted_n > 1 else 0.0
+        self.prompt_tokens_total += prompt_n
+        self.prompt_seconds_total += prompt_s
+        self.tokens_predicted_total += predicted_n
+        self.tokens_predicted_seconds_total += predicted_s
+        return _timings(prompt_n, prompt_s, predicted_n, predicted_s)
 
     def _jittered(self, seconds: float) -> float:
         jitter = self.config.jitter
@@ -321,13 +420,15 @@ class _Simulator:
         if path in _COMPLETION_PATHS and method == b"POST":
             self.requests += 1
             return await self._completion(conn, request, chat=path == b"/v1/chat/completions")
-        status = 200
+        status, content_type = 200, _JSON
         if path == b"/health":
             body = b'{"status":"ok"}'
         elif path == b"/v1/models":
             body = _MODELS_BODY
         elif path in (b"/stats", b"/v1/stats"):
             body = self.stats()
+        elif path == b"/metrics":
+            body, content_type = self.metrics(), _PROMETHEUS
         else:
             status = 405 if path in _COMPLETION_PATHS else 404
         if method != b"GET" and status == 200:
@@ -335,8 +436,8 @@ class _Simulator:
         if status != 200:
             what = "method not allowed" if status == 405 else "no such route"
             message = f"{method.decode('latin-1')} {path.decode('latin-1')}: {what}"
-            body = error_body(message, "invalid_request_error")
-        await conn.send(_response(status, body, keep_alive=keep))
+            body, content_type = error_body(message, "invalid_request_error"), _JSON
+        await conn.send(_response(status, body, keep_alive=keep, content_type=content_type))
         return _next(keep)
 
     async def _completion(
@@ -410,7 +511,9 @@ class _Simulator:
         after prefill with no token; MALFORMED and BAD_JSON add one bad event after the
         first token; STALL waits ``stall_s`` after it; DROP returns after ``drop_after``
         tokens for the caller to close; NO_DONE sends every token without a finish_reason,
-        then the terminating chunk without ``[DONE]``.
+        then the terminating chunk without ``[DONE]``. A stream that ends with its
+        finish_reason carries ``timings`` in its last data event; DROP, NO_DONE and EMPTY
+        send none.
         """
         created = int(time.time())
         frames = stream_frames(job, ident, created)
@@ -418,6 +521,7 @@ class _Simulator:
         fault, n = plan.fault, job.max_tokens
         outcome = Outcome.OK if fault is Fault.NONE else Outcome(fault.value)
         no_done = fault is Fault.NO_DONE
+        last, tail = frames.last, frames.tail
         async with self._slot() as acquired:
             deadline = acquired
             if fault is Fault.SILENT:
@@ -428,6 +532,7 @@ class _Simulator:
                 head = b""
             if head or frames.role:
                 await conn.send(head + frames.role)  # role delta before prefill, as vLLM does
+            prefill_from = first = deadline
             deadline += self._jittered(self.ttft_s)
             if fault is Fault.EMPTY:
                 await anyio.sleep_until(deadline)
@@ -437,18 +542,24 @@ class _Simulator:
                 if k:
                     deadline += self._gap()
                 await anyio.sleep_until(deadline)
+                if k == 0:
+                    first = anyio.current_time()
                 final = k == n - 1
+                dropping = fault is Fault.DROP and k + 1 == plan.drop_after
+                stalling = fault is Fault.STALL and k == 0
                 if final and not no_done:
-                    out = frames.last
+                    if not dropping:  # once per request: the timings, then the last bytes
+                        prompt_s = first - prefill_from
+                        timings = self._finished(job.prompt_tokens, n, prompt_s, first)
+                        last, tail = _stamped_end(job, frames, timings)
+                    out = last
                 else:
                     out = frames.tokens[k % len(frames.tokens)]
                 bad = _BAD_EVENTS.get(fault) if k == 0 else None
                 if bad is not None:
                     out += bad
-                dropping = fault is Fault.DROP and k + 1 == plan.drop_after
-                stalling = fault is Fault.STALL and k == 0
                 if final and not dropping and not stalling:
-                    out += END_OF_BODY if no_done else frames.tail
+                    out += END_OF_BODY if no_done else tail
                 await conn.send(out)
                 self.tokens_sent += 1
                 if dropping:
@@ -459,7 +570,7 @@ class _Simulator:
                     deadline += self.config.stall_s  # the rest of the schedule shifts with it
                     if n == 1:
                         await anyio.sleep_until(deadline)
-                        await conn.send(frames.tail)
+                        await conn.send(tail)
         return outcome
 
     async def _whole(
@@ -476,27 +587,40 @@ class _Simulator:
         Of the faults that take a slot, DROP (closed before any byte), SILENT (the head,
         then ``stall_s`` of silence, then the body) and EMPTY apply; the others need a
         stream, so such a request gets a normal answer and counts as ok.
+
+        The body carries ``timings`` like llama.cpp's, except under EMPTY (no token to
+        time) and SILENT (its head, with the body's length, went out before the timings
+        were known).
         """
         fault = plan.fault
         empty = fault is Fault.EMPTY
         n = plan.drop_after if fault is Fault.DROP else 1 if empty else job.max_tokens
         body = whole_body(job, ident, int(time.time()), empty=empty)
-        response = _response(200, body, keep_alive=keep)
         async with self._slot() as acquired:
             deadline = acquired
             if fault is Fault.SILENT:
-                split = len(response) - len(body)
-                await conn.send(response[:split])
-                response = response[split:]
+                response = _response(200, body, keep_alive=keep)
+                await conn.send(response[: len(response) - len(body)])
                 progress.outcome = Outcome.SILENT
                 deadline += self.config.stall_s
+            prefill_from = first = deadline
             deadline += self._jittered(self.ttft_s)
             for k in range(n):
                 if k:
                     deadline += self._gap()
                 await anyio.sleep_until(deadline)  # per token: the batch may change meanwhile
+                if k == 0:
+                    first = anyio.current_time()
             if fault is Fault.DROP:
                 return Outcome.DROP  # closed before any byte of the response
+            if fault is Fault.SILENT:
+                response = body
+            else:
+                if not empty:
+                    prompt_s = first - prefill_from
+                    timings = self._finished(job.prompt_tokens, n, prompt_s, first)
+                    body = body[:-1] + b',"timings":%b}' % timings
+                response = _response(200, body, keep_alive=keep)
             await conn.send(response)
             self.tokens_sent += 0 if empty else n
         return Outcome(fault.value) if fault in (Fault.SILENT, Fault.EMPTY) else Outcome.OK
