@@ -92,8 +92,27 @@ def _backend_options() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
-    """Yields the base URL to load and what the result file says about the target."""
-    spec = scenario.target.simulate
+    """Yields the base URL to load and what the result file says about the target.
+
+    When loadbench starts the server itself (the simulator, or ``[target.launch]``), the
+    target also gets ``cold_start.ready_s``; the first request's figures join it later.
+    """
+    spec, launch = scenario.target.simulate, scenario.target.launch
+    if launch is not None:
+        from loadbench.launch import launched_server
+
+        with launched_server(launch, scenario.target.base_url) as server:
+            yield (
+                scenario.target.base_url,
+                {
+                    "base_url": scenario.target.base_url,
+                    "simulated": False,
+                    "launched": list(server.command),
+                    "server_pid": server.pid,
+                    "cold_start": {"ready_s": round(server.ready_s, 3)},
+                },
+            )
+        return
     if spec is None:
         yield scenario.target.base_url, {"base_url": scenario.target.base_url, "simulated": False}
         return
@@ -101,13 +120,15 @@ def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
 
     config = SimConfig(**dataclasses.asdict(spec))
     with simulator_process(config) as handle:
+        startup_s = round((handle.ready_ns - handle.started_ns) / 1e9, 3)
         yield (
             handle.base_url,
             {
                 "base_url": handle.base_url,
                 "simulated": True,
                 "simulator": dataclasses.asdict(config),
-                "startup_s": round((handle.ready_ns - handle.started_ns) / 1e9, 3),
+                "startup_s": startup_s,
+                "cold_start": {"ready_s": startup_s},
             },
         )
 
@@ -140,6 +161,20 @@ def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int |
 
     parsed = httpx.URL(url)
     return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
+def _cold_start_line(cold: Any) -> str | None:
+    if not isinstance(cold, dict) or "ready_s" not in cold:
+        return None
+    line = f"cold start: ready {cold['ready_s']:g} s after launch"
+    if cold.get("first_token_s") is not None:
+        line += (
+            f", first token {cold['first_token_s']:g} s "
+            f"(first request's TTFT {cold['first_request_ttft_s']:g} s)"
+        )
+    elif cold.get("first_request") not in (None, "ok"):
+        line += f"; the first request failed: {cold['first_request']}"
+    return line
 
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -345,6 +380,7 @@ def run(
             slo_request_limits(checks),
             run_limit,
             records,
+            target_info.get("cold_start"),
         )
     with _interrupts_deferred() as caught:
         _finish(
@@ -409,6 +445,8 @@ def _finish(
         out.print(summary_table(state.stages))
     for line in _summary_lines(document["summary"]):
         out.print(line)
+    if (cold := _cold_start_line(target_info.get("cold_start"))) is not None:
+        out.print(cold)
     out.print(f"results: {path}")
     if report_dir is not None:
         md = report_dir / "benchmark_report.md"
@@ -430,6 +468,21 @@ def _finish(
         sys.exit(EXIT_THRESHOLD)
 
 
+async def _first_request(client: Any, scenario: Any, cold: dict[str, Any]) -> dict[str, Any]:
+    """A freshly started server's first request: its TTFT, and the cold start to first
+    token as ready + that TTFT (as if sent the moment the server was ready, leaving out
+    loadbench's own set-up in between). Counted here, in no stage."""
+    rec = await client.execute(
+        index=-1, warmup=True, model=scenario.models[0], prompt=scenario.prompts[0]
+    )
+    ttft = (rec.token_ns[0] - rec.sent_ns) / 1e9 if rec.ok and rec.token_ns else None
+    return {
+        "first_token_s": None if ttft is None else round(cold["ready_s"] + ttft, 3),
+        "first_request_ttft_s": None if ttft is None else round(ttft, 3),
+        "first_request": "ok" if rec.ok else str(rec.error),
+    }
+
+
 def _execute(
     scenario: Any,
     plans: Any,
@@ -443,6 +496,7 @@ def _execute(
     slo: Any = (),
     run_limit: float | None = None,
     records: Path | None = None,
+    cold_start: Any = None,
 ) -> tuple[Any, bool, str]:
     import anyio
 
@@ -498,6 +552,8 @@ def _execute(
             if sys.platform != "win32":
                 tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
             tg.start_soon(reporter.watch, state)
+            if isinstance(cold_start, dict):
+                cold_start.update(await _first_request(client, scenario, cold_start))
             with anyio.move_on_after(math.inf if run_limit is None else run_limit) as limit:
                 try:
                     await run_stages(

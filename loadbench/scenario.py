@@ -38,6 +38,7 @@ __all__ = [
     "BASE_URL_ENV",
     "Api",
     "Arrival",
+    "LaunchSpec",
     "LoadMode",
     "LoadSpec",
     "RequestSpec",
@@ -48,6 +49,7 @@ __all__ = [
     "load_scenario",
     "parse_float_list",
     "parse_int_list",
+    "redact_argv",
 ]
 
 
@@ -95,6 +97,20 @@ class SimulateSpec:
 
 
 @dataclass(frozen=True)
+class LaunchSpec:
+    """A server that loadbench starts, waits for and stops itself ([target.launch]).
+
+    Owning the process is what makes a cold start measurable: from spawn to ready, and to
+    the first token. The command is an argument list, never a shell line, so it means the
+    same on Windows, macOS and Linux.
+    """
+
+    command: tuple[str, ...]
+    ready_url: str | None = None  # answers 200 once ready; default: <base without /v1>/health
+    ready_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class Target:
     base_url: str | None  # None only while ``simulate`` is set: the simulator's URL is its own
     api: Api
@@ -102,6 +118,7 @@ class Target:
     timeout_s: float
     simulate: SimulateSpec | None
     metrics_url: str | None = None  # Prometheus text; default: <base>/metrics when it answers
+    launch: LaunchSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,13 @@ class Scenario:
                 "timeout_s": t.timeout_s,
                 "simulate": None if t.simulate is None else dataclasses.asdict(t.simulate),
                 "metrics_url": t.metrics_url,
+                "launch": None
+                if t.launch is None
+                else {
+                    "command": list(redact_argv(t.launch.command)),
+                    "ready_url": t.launch.ready_url,
+                    "ready_timeout_s": t.launch.ready_timeout_s,
+                },
             },
             "models": list(self.models),
             "prompts": list(self.prompts),
@@ -200,7 +224,16 @@ _URL_WANT = "an http:// or https:// URL with a host"
 _SET_BY_LOADBENCH = ("model", "messages", "prompt", "stream", "max_tokens", "temperature")
 
 _TOP_KEYS = ("name", "target", "models", "prompts", "request", "load", "slo")
-_TARGET_KEYS = ("base_url", "api", "api_key_env", "timeout_s", "simulate", "metrics_url")
+_TARGET_KEYS = (
+    "base_url",
+    "api",
+    "api_key_env",
+    "timeout_s",
+    "simulate",
+    "metrics_url",
+    "launch",
+)
+_LAUNCH_KEYS = tuple(f.name for f in dataclasses.fields(LaunchSpec))
 _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
 _SIM_FAULTS = RATE_FIELDS
 _PROMPT_KEYS = ("items", "file")
@@ -252,7 +285,8 @@ def apply_overrides(
 ) -> Scenario:
     """The command line's options on top of the file, checked like the file.
 
-    ``--base-url`` also drops ``[target.simulate]``; ``--concurrency`` makes the stages
+    ``--base-url`` also drops ``[target.simulate]`` and ``[target.launch]``: the target is
+    elsewhere. ``--concurrency`` makes the stages
     closed-loop and ``--rate`` open-loop; ``--requests`` clears ``duration_s`` and back.
     """
     c = _Checker()
@@ -260,7 +294,7 @@ def apply_overrides(
     if base_url is not None:
         url = c.url("--base-url", base_url, override=True)
         if url is not None:
-            target = dataclasses.replace(target, base_url=url, simulate=None)
+            target = dataclasses.replace(target, base_url=url, simulate=None, launch=None)
     if models:
         for i, name in enumerate(models):
             if c.string("--model", name) is not None and name in models[:i]:
@@ -625,18 +659,78 @@ def _target(c: _Checker, doc: Mapping[str, object], env: Mapping[str, str]) -> T
         "target.timeout_s", raw.get("timeout_s", 120.0), positive=True, high=86_400.0
     )
     simulate = _simulate(c, raw)
+    launch = _launch(c, raw)
     if "base_url" in raw and "simulate" in raw:
         c.add("target: expected base_url or [target.simulate], not both")
     elif "base_url" not in raw and "simulate" not in raw and not _env_url(env):
         c.add("target: expected base_url or [target.simulate]")
+    if "launch" in raw and "simulate" in raw:
+        c.add("target: expected [target.simulate] or [target.launch], not both")
+    elif "launch" in raw and "base_url" not in raw:
+        c.add("target.launch: expected target.base_url too: the address the server listens on")
     var = _env_url(env)
-    if var is not None:
+    if var is not None:  # the target is elsewhere: nothing to simulate or launch
         foundry = var == "FOUNDRY_LOCAL_ENDPOINT"
         base_url, simulate = c.url(var, env[var], override=True, foundry=foundry), None
+        launch = None
     metrics_url = c.url("target.metrics_url", raw["metrics_url"]) if "metrics_url" in raw else None
     if api is None or timeout is None or (base_url is None and simulate is None):
         return None
-    return Target(base_url, Api(api), key_env, timeout, simulate, metrics_url)
+    return Target(base_url, Api(api), key_env, timeout, simulate, metrics_url, launch)
+
+
+def _launch(c: _Checker, target: Mapping[str, object]) -> LaunchSpec | None:
+    if "launch" not in target:
+        return None
+    raw = c.table(target, "launch", "target.launch", _LAUNCH_KEYS)
+    if raw is None:
+        return None
+    want = "a non-empty list of strings: the program and its arguments"
+    command = raw.get("command")
+    if command is None:
+        c.add(f"target.launch.command: expected {want}, got nothing")
+    elif not (
+        isinstance(command, list)
+        and command
+        and all(isinstance(a, str) for a in command)
+        and command[0].strip()
+    ):
+        c.expected("target.launch.command", want, command)
+        command = None
+    ready_url = c.url("target.launch.ready_url", raw["ready_url"]) if "ready_url" in raw else None
+    timeout = c.number(
+        "target.launch.ready_timeout_s",
+        raw.get("ready_timeout_s", 300.0),
+        positive=True,
+        high=86_400.0,
+    )
+    if command is None or timeout is None or ("ready_url" in raw and ready_url is None):
+        return None
+    return LaunchSpec(tuple(command), ready_url, timeout)
+
+
+_SECRET_FLAG = re.compile(r"(key|token|secret|passw|auth)", re.IGNORECASE)
+
+
+def redact_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command as the result file and messages show it: the value after any option
+    that names a key, token, secret or password (``--api-key X``, ``--api-key=X``) hidden,
+    because llama-server and vLLM take their API key on the command line."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+        elif arg.startswith("-") and _SECRET_FLAG.search(arg.split("=", 1)[0]):
+            if "=" in arg:
+                out.append(arg.split("=", 1)[0] + "=***")
+            else:
+                out.append(arg)
+                hide_next = True
+        else:
+            out.append(arg)
+    return tuple(out)
 
 
 def _env_url(env: Mapping[str, str]) -> str | None:

