@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv on first use.
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv on first use;
+# `make test` also builds llama.cpp's llama-server once (cached in ~/.cache/loadbench).
 # The first interpreter that runs and is 3.11+ (pyenv shims can exist without working).
 PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11 python; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
@@ -12,7 +13,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.toml
 
-.PHONY: demo test test-all bench lint clean sweep report gate
+.PHONY: demo test test-fast test-all bench lint clean sweep report gate
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "loadbench needs Python 3.11 or newer: set PYTHON=/path/to/python3.11"; exit 2; }
@@ -25,8 +26,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/loadbench run scenarios/demo.toml --report-dir results/demo-report
 
-## test: the default test suite (real sockets against the simulator)
-test: $(STAMP)
+## test: every test CI runs: the default suite (real sockets against the simulator), then the
+## real-engine tier against llama.cpp's llama-server (built once, 6-12 min, then cached)
+test: test-fast
+	@if [ "$$(uname -s)" = Linux ] && [ "$$(uname -m)" = x86_64 ]; then \
+		$(MAKE) --no-print-directory test-real; \
+	else \
+		echo "test: skipping the real-engine tier (its llama-server build is for Linux x86-64)"; \
+	fi
+
+## test-fast: the default suite alone, about 2 minutes on 2 cores
+test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not real"
 
 ## test-all: every tier that runs without a real engine, slow tests included
