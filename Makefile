@@ -83,4 +83,4 @@ real-server-stop:
 ## test-real: the integration tier against a real llama-server (builds it first if needed)
 test-real: $(STAMP)
 	bash scripts/llama_server.sh build
-	$(PY) -m pytest -q -m real tests/test_real.py
+	LOADBENCH_REAL_REQUIRED=1 $(PY) -m pytest -q -m real tests/test_real.py

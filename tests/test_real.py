@@ -293,3 +293,56 @@ def test_a_wrong_model_name_is_served_anyway_and_warned(server: Server, tmp_path
     )
     assert run.stage("c=1")["requests"]["ok"] == 2
     assert any("does not list model(s) no-such-model" in w for w in run.doc["warnings"])
+
+
+# -- cold start: loadbench starts the server itself -----------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_a_launched_llama_server_has_a_cold_start_to_ready_and_to_first_token(
+    server: Server, tmp_path: Path
+) -> None:
+    """[target.launch] with `llama_server.sh run`: spawn → /health 200 → first token.
+
+    ``server`` is only asked for so that a missing binary skips (or fails) this test the
+    same way as the rest of the tier; the launched server is a second one on its own port.
+    """
+    port = _free_port()
+    command = ["bash", str(SCRIPT), "run", "--port", str(port), "--slots", "2", "--threads", "1"]
+    scenario = tmp_path / "cold.toml"
+    scenario.write_text(
+        f"""name = "cold"
+[target]
+base_url = "http://127.0.0.1:{port}/v1"
+timeout_s = 60
+[target.launch]
+command = {_toml_list(command)}
+ready_timeout_s = 120
+[[models]]
+name = "smollm2"
+[prompts]
+items = {_toml_list(PROMPTS[:2])}
+[request]
+max_tokens = 8
+extra = {{ cache_prompt = false }}
+[load]
+concurrency = [1]
+requests = 2
+""",
+        encoding="utf-8",
+    )
+    out = tmp_path / "cold.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadbench", "run", str(scenario), "-q", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    cold = json.loads(out.read_text(encoding="utf-8"))["target"]["cold_start"]
+    assert cold["first_request"] == "ok", cold
+    assert 0 < cold["ready_s"] < 120
+    assert cold["first_token_s"] > cold["ready_s"]
+    assert "cold start: ready" in proc.stdout
+    with socket.socket() as s:  # loadbench stopped the server it started
+        assert s.connect_ex(("127.0.0.1", port)) != 0
