@@ -163,20 +163,6 @@ def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int |
     return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
 
 
-def _cold_start_line(cold: Any) -> str | None:
-    if not isinstance(cold, dict) or "ready_s" not in cold:
-        return None
-    line = f"cold start: ready {cold['ready_s']:g} s after launch"
-    if cold.get("first_token_s") is not None:
-        line += (
-            f", first token {cold['first_token_s']:g} s "
-            f"(first request's TTFT {cold['first_request_ttft_s']:g} s)"
-        )
-    elif cold.get("first_request") not in (None, "ok"):
-        line += f"; the first request failed: {cold['first_request']}"
-    return line
-
-
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for m in summary["models"]:
@@ -445,7 +431,9 @@ def _finish(
         out.print(summary_table(state.stages))
     for line in _summary_lines(document["summary"]):
         out.print(line)
-    if (cold := _cold_start_line(target_info.get("cold_start"))) is not None:
+    from loadbench.serverside import cold_start_text
+
+    if (cold := cold_start_text(target_info)) is not None:
         out.print(cold)
     out.print(f"results: {path}")
     if report_dir is not None:
