@@ -238,6 +238,11 @@ def _slo_cell(point: Mapping[str, Any] | None) -> str:
     return "✗ " + "; ".join(point.get("slo_failures") or ["missed"])
 
 
+def _named(point: Mapping[str, Any]) -> str:
+    label, reason = str(point["label"]), str(point["reason"])
+    return reason if reason.startswith(label) else f"{label} — {reason}"
+
+
 def _highlights(doc: Mapping[str, Any], model: str) -> _Terms:
     summary = model_summary(doc, model)
     if summary is None:
@@ -250,12 +255,15 @@ def _highlights(doc: Mapping[str, Any], model: str) -> _Terms:
     if peak:
         tok_s = _rate(peak["output_tokens_per_s"])
         items.append(("Highest throughput", f"{peak['label']} ({tok_s} tok/s)"))
-    knee = summary.get("knee")
-    if knee is None:
-        items.append(("Knee", "no knee within the tested range"))
+    knee, saturation = summary.get("knee"), summary.get("saturation")
+    if saturation and (knee is None or knee["label"] != saturation["label"]):
+        items.append(("Throughput saturates", _named(saturation)))
+    if knee is not None:
+        items.append(("Knee", _named(knee)))
+    elif saturation:
+        items.append(("Knee", "none within the tested range: latency grows in proportion to load"))
     else:
-        label, reason = str(knee["label"]), str(knee["reason"])
-        items.append(("Knee", reason if reason.startswith(label) else f"{label} — {reason}"))
+        items.append(("Knee", "no knee within the tested range"))
     best = summary.get("max_load_within_slo")
     if not (doc.get("summary") or {}).get("slo"):
         within = "no SLO given"

@@ -708,3 +708,18 @@ def test_the_runs_section_shows_a_cold_start() -> None:
         "cold: cold start: ready 2.00 s after launch; the first request failed (http_503)." in runs
     )
     assert "none: cold start" not in runs
+
+
+def test_highlights_tell_saturation_apart_from_the_knee() -> None:
+    doc = sweep_doc()
+    model = doc["summary"]["models"][0]
+    model["saturation"] = {"label": "c=1", "load": 1.0, "reason": "c=1 → c=4: throughput +0%"}
+    md = report.markdown([("r1", doc)])
+    assert "- **Throughput saturates**: c=1 → c=4: throughput +0%" in md
+    assert "- **Knee**: c=8 — " in md
+    model["knee"] = None
+    md = report.markdown([("r1", doc)])
+    assert "- **Knee**: none within the tested range: latency grows in proportion to load" in md
+    model["saturation"], model["knee"] = dict(model["saturation"]), dict(model["saturation"])
+    md = report.markdown([("r1", doc)])  # the same stage: one line, the knee
+    assert "Throughput saturates" not in md
