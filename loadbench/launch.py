@@ -25,6 +25,7 @@ import httpx
 
 from loadbench.errors import TargetUnreachable, UsageError
 from loadbench.scenario import LaunchSpec, redact_argv
+from loadbench.scrape import beside_api
 
 __all__ = ["Launched", "default_ready_url", "launched_server"]
 
@@ -47,11 +48,7 @@ class Launched:
 
 def default_ready_url(base_url: str) -> str:
     """``http://host:port/v1`` → ``http://host:port/health`` (llama.cpp, vLLM, SGLang)."""
-    url = httpx.URL(base_url)
-    path = url.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[: -len("/v1")]
-    return str(url.copy_with(path=path + "/health"))
+    return beside_api(base_url, "health")
 
 
 def _answers(client: httpx.Client, url: str) -> bool:

@@ -41,13 +41,18 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def default_metrics_url(base_url: str) -> str:
-    """``http://host:port/v1`` → ``http://host:port/metrics`` (llama.cpp, vLLM, SGLang)."""
+def beside_api(base_url: str, name: str) -> str:
+    """``http://host:port/v1`` → ``http://host:port/<name>``: where llama.cpp, vLLM and
+    SGLang serve their operational routes (``/metrics``, ``/health``) beside ``/v1``."""
     url = httpx.URL(base_url)
     path = url.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
-    return str(url.copy_with(path=path + "/metrics"))
+    return str(url.copy_with(path=f"{path}/{name}"))
+
+
+def default_metrics_url(base_url: str) -> str:
+    return beside_api(base_url, "metrics")
 
 
 @dataclass
