@@ -5,25 +5,23 @@ takes ``runs``, pairs of (a short run name, the result document), so that two ru
 and without a GPU, two builds, two models) can be read side by side.
 
 The Markdown and the HTML report say the same things because both render one list of
-blocks (headings, paragraphs, tables, term lists) built once by :func:`_blocks`. Numbers
-are formatted for reading (latencies in ms with 1 decimal, 2 below 10 ms; rates with 2);
-the CSV keeps the result file's full values for spreadsheets and scripts. What the server
+blocks (headings, paragraphs, tables, term lists) built once by :func:`_blocks`; how the
+blocks look in each format (escaping, CSS, embedded plots) is :mod:`loadbench.blocks`.
+Numbers are formatted for reading (latencies in ms with 1 decimal, 2 below 10 ms; rates
+with 2); the CSV keeps the result file's full values for spreadsheets and scripts. What the server
 says about itself (per-response timings, ``/metrics``, cold start) is read by
 :mod:`loadbench.serverside`; this module only lays it out.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html as _html
 import io
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from loadbench import serverside
+from loadbench.blocks import Block, Heading, Para, Table, Terms, to_html, to_markdown
 from loadbench.serverside import ServerFigures
 
 Run = tuple[str, Mapping[str, Any]]
@@ -61,34 +59,7 @@ are ``true``/``false``; the server's prefill and the rest of TTFT (ms) are empty
 server sent per-response timings. Names are stable: new columns are only ever appended."""
 
 
-# --- the content, as data --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class _Para:
-    text: str
-    warning: bool = False
-
-
-@dataclass(frozen=True)
-class _Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    numeric: tuple[bool, ...]  # right-aligned columns
-
-
-@dataclass(frozen=True)
-class _Terms:
-    items: tuple[tuple[str, str], ...]  # (term, text)
-
-
-_Block = _Heading | _Para | _Table | _Terms
+# --- reading a document, formatting its numbers -----------------------------------------
 
 
 def _ms(value: float | None) -> str:
@@ -165,8 +136,8 @@ def _target(doc: Mapping[str, Any]) -> str:
 # --- building the blocks --------------------------------------------------------------
 
 
-def _runs_section(runs: Sequence[Run]) -> Iterator[_Block]:
-    yield _Heading(2, "Runs")
+def _runs_section(runs: Sequence[Run]) -> Iterator[Block]:
+    yield Heading(2, "Runs")
     rows = []
     for name, doc in runs:
         env = doc.get("environment") or {}
@@ -182,21 +153,21 @@ def _runs_section(runs: Sequence[Run]) -> Iterator[_Block]:
             )
         )
     header = ("run", "scenario", "target", "started at", "host", "python", "platform")
-    yield _Table(header, tuple(rows), (False,) * len(header))
+    yield Table(header, tuple(rows), (False,) * len(header))
     for name, doc in runs:
         cold = serverside.cold_start_text(doc.get("target"))
         if cold:
-            yield _Para(f"{name}: {cold}.")
+            yield Para(f"{name}: {cold}.")
     for name, doc in runs:
         if doc.get("interrupted"):
-            yield _Para(
+            yield Para(
                 f"{name} was interrupted: the stages marked (interrupted) stopped early and "
                 "count only the requests that finished; stages after them never ran.",
                 warning=True,
             )
 
 
-def _stage_table(doc: Mapping[str, Any], model: str) -> _Table:
+def _stage_table(doc: Mapping[str, Any], model: str) -> Table:
     points = _points(doc, model)
     with_slo = bool((doc.get("summary") or {}).get("slo"))
     header = ["load", "ok/sent", "req/s", "tok/s", "goodput req/s"]
@@ -227,7 +198,7 @@ def _stage_table(doc: Mapping[str, Any], model: str) -> _Table:
             row.append(_slo_cell(point))
         rows.append(tuple(row))
     numeric = tuple(h not in ("load", "errors", "client CPU", "SLO") for h in header)
-    return _Table(tuple(header), tuple(rows), numeric)
+    return Table(tuple(header), tuple(rows), numeric)
 
 
 def _slo_cell(point: Mapping[str, Any] | None) -> str:
@@ -243,10 +214,10 @@ def _named(point: Mapping[str, Any]) -> str:
     return reason if reason.startswith(label) else f"{label} — {reason}"
 
 
-def _highlights(doc: Mapping[str, Any], model: str) -> _Terms:
+def _highlights(doc: Mapping[str, Any], model: str) -> Terms:
     summary = model_summary(doc, model)
     if summary is None:
-        return _Terms((("Highlights", "this result has no analysis summary for the model"),))
+        return Terms((("Highlights", "this result has no analysis summary for the model"),))
     items: list[tuple[str, str]] = []
     lowest = summary.get("lowest_ttft")
     if lowest:
@@ -290,7 +261,7 @@ def _highlights(doc: Mapping[str, Any], model: str) -> _Terms:
         items.append((f"Client warning at {label}", warning))
     if not warned:
         items.append(("Client warnings", "none"))
-    return _Terms(tuple(items))
+    return Terms(tuple(items))
 
 
 def _other_warnings(doc: Mapping[str, Any]) -> list[str]:
@@ -303,23 +274,23 @@ def _other_warnings(doc: Mapping[str, Any]) -> list[str]:
     return [str(w) for w in doc.get("warnings", []) if w not in shown]
 
 
-def _model_sections(runs: Sequence[Run]) -> Iterator[_Block]:
+def _model_sections(runs: Sequence[Run]) -> Iterator[Block]:
     for name, doc in runs:
         slo = (doc.get("summary") or {}).get("slo") or []
         for model in models_of(doc):
             modes = {str(s["mode"]) for s in doc["stages"] if s["model"] == model}
             kind = "arrival-rate stages" if modes == {"rate"} else "concurrency stages"
-            yield _Heading(2, f"{name} · {model}")
+            yield Heading(2, f"{name} · {model}")
             slo_text = ", ".join(slo) if slo else "none given"
-            yield _Para(f"{kind.capitalize()}. SLO: {slo_text}.")
+            yield Para(f"{kind.capitalize()}. SLO: {slo_text}.")
             yield _stage_table(doc, model)
-            yield _Heading(3, "Highlights")
+            yield Heading(3, "Highlights")
             yield _highlights(doc, model)
             yield from _server_side(doc, model)
         others = _other_warnings(doc)
         if others:
-            yield _Heading(3, f"Warnings for {name}")
-            yield _Terms(tuple(("warning", w) for w in others))
+            yield Heading(3, f"Warnings for {name}")
+            yield Terms(tuple(("warning", w) for w in others))
 
 
 def _pct(value: float | None) -> str:
@@ -330,7 +301,7 @@ def _count(value: float | None) -> str:
     return _NONE if value is None else f"{value:.0f}"
 
 
-def _server_side(doc: Mapping[str, Any], model: str) -> Iterator[_Block]:
+def _server_side(doc: Mapping[str, Any], model: str) -> Iterator[Block]:
     """The server's side of the model's stages: its TTFT split, then its /metrics."""
     stages = [s for s in doc["stages"] if s["model"] == model]
     figures = [serverside.server_figures(s.get("server_metrics")) for s in stages]
@@ -348,9 +319,9 @@ def _server_side(doc: Mapping[str, Any], model: str) -> Iterator[_Block]:
 def _ttft_split(
     splits: Sequence[tuple[Mapping[str, Any], serverside.TtftSplit]],
     figures: Mapping[str, ServerFigures | None],
-) -> Iterator[_Block]:
-    yield _Heading(3, "Server-side TTFT split")
-    yield _Para(
+) -> Iterator[Block]:
+    yield Heading(3, "Server-side TTFT split")
+    yield Para(
         "Client TTFT = the server's prefill (from its per-response timings) + the rest, "
         "outside prefill: queueing for a slot, network and harness. Each request is split "
         "before percentiles are taken, so the p50 columns need not add up exactly."
@@ -376,21 +347,21 @@ def _ttft_split(
         )
         for stage, sp in splits
     )
-    yield _Table(header, rows, (False,) + (True,) * (len(header) - 1))
+    yield Table(header, rows, (False,) + (True,) * (len(header) - 1))
     waiting = {label: f.waiting_peak if f else None for label, f in figures.items()}
     reading = serverside.queue_reading([sp for _, sp in splits], waiting)
     if reading:
-        yield _Para(f"Reading: {reading}")
+        yield Para(f"Reading: {reading}")
 
 
-def _mean_split(stages: Sequence[Mapping[str, Any]]) -> Iterator[_Block]:
+def _mean_split(stages: Sequence[Mapping[str, Any]]) -> Iterator[Block]:
     """Without per-response timings: stage means from the server's own histograms."""
     means = [(s, m) for s in stages if (m := serverside.mean_split(s.get("server_metrics")))]
     if not means:
         return
     kind = means[0][1].kind
-    yield _Heading(3, "Server-side TTFT split (means from /metrics)")
-    yield _Para(
+    yield Heading(3, "Server-side TTFT split (means from /metrics)")
+    yield Para(
         f"{kind} sends no per-response timings, so these are stage means from its own "
         "histograms (their change of sum / change of count over the stage, warm-up "
         "requests included, counted under server requests). Means add up where "
@@ -398,7 +369,7 @@ def _mean_split(stages: Sequence[Mapping[str, Any]]) -> Iterator[_Block]:
         "(network, HTTP front end, harness)."
     )
     notes = {m.note for _, m in means if m.note}
-    yield from (_Para(n) for n in sorted(notes))
+    yield from (Para(n) for n in sorted(notes))
     header = (
         "load",
         "TTFT mean",
@@ -424,7 +395,7 @@ def _mean_split(stages: Sequence[Mapping[str, Any]]) -> Iterator[_Block]:
         )
         for stage, m in means
     )
-    yield _Table(header, rows, (False,) + (True,) * (len(header) - 1))
+    yield Table(header, rows, (False,) + (True,) * (len(header) - 1))
 
 
 _FIGURE_COLUMNS = (
@@ -440,10 +411,10 @@ _FIGURE_COLUMNS = (
 
 def _server_metrics(
     stages: Sequence[Mapping[str, Any]], figures: Sequence[ServerFigures | None]
-) -> Iterator[_Block]:
+) -> Iterator[Block]:
     kind = next(f.kind for f in figures if f)
-    yield _Heading(3, "Server metrics")
-    yield _Para(
+    yield Heading(3, "Server metrics")
+    yield Para(
         f"From {kind}'s /metrics, read each second during the stage: peaks of gauges "
         "(requests running, waiting = queue depth, KV-cache use) and changes of counters "
         "over the stage (tokens, warm-up requests included). Columns the server does not "
@@ -462,10 +433,10 @@ def _server_metrics(
         for stage, f in zip(stages, figures, strict=True)
     )
     header = ("load", *(title for title, _, _ in columns))
-    yield _Table(header, rows, (False,) + (True,) * len(columns))
+    yield Table(header, rows, (False,) + (True,) * len(columns))
 
 
-def _side_by_side(runs: Sequence[Run]) -> Iterator[_Block]:
+def _side_by_side(runs: Sequence[Run]) -> Iterator[Block]:
     """For each (model, load) that more than one run measured, the key figures per run."""
     seen: dict[tuple[str, str, float], list[tuple[str, Mapping[str, Any]]]] = {}
     for name, doc in runs:
@@ -475,8 +446,8 @@ def _side_by_side(runs: Sequence[Run]) -> Iterator[_Block]:
     shared = sorted((k, v) for k, v in seen.items() if len({n for n, _ in v}) > 1)
     if not shared:
         return
-    yield _Heading(2, "Side by side")
-    yield _Para(
+    yield Heading(2, "Side by side")
+    yield Para(
         "Each model and load measured in more than one run. Percentages are relative to "
         "the first run listed; for tok/s higher is better, for latencies (ms, p95) lower is."
     )
@@ -495,7 +466,7 @@ def _side_by_side(runs: Sequence[Run]) -> Iterator[_Block]:
                     text += f" ({(value - base_value) / base_value * 100:+.1f}%)"
                 cells.append(text)
             rows.append(tuple(cells))
-    yield _Table(header, tuple(rows), (False, False, False, True, True, True, True))
+    yield Table(header, tuple(rows), (False, False, False, True, True, True, True))
 
 
 def _key_figures(stage: Mapping[str, Any]) -> tuple[float | None, ...]:
@@ -504,7 +475,7 @@ def _key_figures(stage: Mapping[str, Any]) -> tuple[float | None, ...]:
     return (tok_s, *(_latency(stage, m, "p95") for m in ("ttft", "itl", "e2e")))
 
 
-def _knee_rules(runs: Sequence[Run]) -> Iterator[_Block]:
+def _knee_rules(runs: Sequence[Run]) -> Iterator[Block]:
     rules = {
         str(rule): name
         for name, doc in runs
@@ -512,15 +483,15 @@ def _knee_rules(runs: Sequence[Run]) -> Iterator[_Block]:
     }
     if not rules:
         return
-    yield _Heading(2, "How the knee is found")
+    yield Heading(2, "How the knee is found")
     for rule in rules:
-        yield _Para(rule)
+        yield Para(rule)
 
 
-def _blocks(runs: Sequence[Run]) -> list[_Block]:
+def _blocks(runs: Sequence[Run]) -> list[Block]:
     return [
-        _Heading(1, TITLE),
-        _Para(
+        Heading(1, TITLE),
+        Para(
             "Latencies are in milliseconds, measured from when each request was due; rates "
             "are per second over each stage's measured window. TTFT: time to first token; "
             "ITL: gap between tokens; E2E: whole request."
@@ -532,35 +503,25 @@ def _blocks(runs: Sequence[Run]) -> list[_Block]:
     ]
 
 
-# --- Markdown -----------------------------------------------------------------------------
-
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
-
-
-def _md(text: str) -> str:
-    """Escape what GitHub would read as markup; intraword ``_`` (``http_503``) stays."""
-    flat = " ".join(text.split())
-    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), flat)
-
-
-def _md_block(block: _Block) -> str:
-    if isinstance(block, _Heading):
-        return "#" * block.level + " " + _md(block.text)
-    if isinstance(block, _Para):
-        return ("> ⚠ " if block.warning else "") + _md(block.text)
-    if isinstance(block, _Terms):
-        return "\n".join(f"- **{_md(term)}**: {_md(text)}" for term, text in block.items)
-    lines = [
-        "| " + " | ".join(_md(h) for h in block.header) + " |",
-        "|" + "|".join("---:" if n else "---" for n in block.numeric) + "|",
-    ]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in block.rows]
-    return "\n".join(lines)
+# --- Markdown and HTML: the blocks, rendered by loadbench.blocks ----------------------------
 
 
 def markdown(runs: Sequence[Run]) -> str:
     """``benchmark_report.md``: runs, a table per run and model, highlights, comparisons."""
-    return "\n\n".join(_md_block(b) for b in _blocks(runs)) + "\n"
+    return to_markdown(_blocks(runs))
+
+
+def html(runs: Sequence[Run], images: Mapping[str, bytes] | None = None) -> str:
+    """A self-contained page: inline CSS, no script, PNGs embedded as ``data:`` URIs.
+
+    ``images`` maps a file name (its caption) to PNG bytes, e.g. from
+    :func:`loadbench.plots.plot_images`; the plots follow the runs table.
+    """
+    blocks = _blocks(runs)
+    # after the runs section, before the first run's tables
+    sections = [i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.level == 2]
+    at = sections[1] if len(sections) > 1 else len(blocks)
+    return to_html(blocks, TITLE, images, at)
 
 
 # --- CSV ----------------------------------------------------------------------------------
@@ -619,100 +580,3 @@ def csv_text(runs: Sequence[Run]) -> str:
     for row in csv_rows(runs):
         writer.writerow([_csv_value(row[c]) for c in CSV_COLUMNS])
     return out.getvalue()
-
-
-# --- HTML ---------------------------------------------------------------------------------
-
-_CSS = """
-:root { color-scheme: light; --fg: #1f2328; --muted: #59636e; --line: #d1d9e0;
-  --head: #f6f8fa; --warn-bg: #fff8c5; --warn-line: #d4a72c; }
-body { margin: 0; color: var(--fg); background: #fff;
-  font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; }
-main { max-width: 1400px; margin: 0 auto; padding: 24px 32px 64px; }
-h1 { font-size: 1.8em; border-bottom: 1px solid var(--line); padding-bottom: .3em; }
-h2 { font-size: 1.35em; margin-top: 2em; border-bottom: 1px solid var(--line);
-  padding-bottom: .25em; }
-h3 { font-size: 1.05em; margin-top: 1.4em; }
-p { max-width: 90ch; }
-.warning { background: var(--warn-bg); border-left: 4px solid var(--warn-line);
-  padding: 8px 12px; max-width: none; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0;
-  font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid var(--line); padding: 4px 8px; white-space: nowrap; }
-th { background: var(--head); font-weight: 600; }
-td.num, th.num { text-align: right; }
-tbody tr:nth-child(even) { background: #fbfcfd; }
-ul.terms { padding-left: 1.2em; }
-ul.terms li { margin: 2px 0; }
-figure { margin: 16px 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
-figcaption { color: var(--muted); font-size: 13px; }
-"""
-
-
-def _e(text: str) -> str:
-    return _html.escape(text, quote=True)
-
-
-def _html_block(block: _Block) -> str:
-    if isinstance(block, _Heading):
-        return f"<h{block.level}>{_e(block.text)}</h{block.level}>"
-    if isinstance(block, _Para):
-        if block.warning:
-            return f'<p class="warning">⚠ {_e(block.text)}</p>'
-        return f"<p>{_e(block.text)}</p>"
-    if isinstance(block, _Terms):
-        items = "".join(
-            f"<li><strong>{_e(term)}</strong>: {_e(text)}</li>" for term, text in block.items
-        )
-        return f'<ul class="terms">{items}</ul>'
-
-    def cell(tag: str, text: str, numeric: bool) -> str:
-        cls = ' class="num"' if numeric else ""
-        return f"<{tag}{cls}>{_e(text)}</{tag}>"
-
-    head = "".join(cell("th", h, n) for h, n in zip(block.header, block.numeric, strict=True))
-    body = "\n".join(
-        "<tr>"
-        + "".join(cell("td", c, n) for c, n in zip(row, block.numeric, strict=True))
-        + "</tr>"
-        for row in block.rows
-    )
-    return (
-        f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n'
-        f"<tbody>\n{body}\n</tbody>\n</table></div>"
-    )
-
-
-def _figures(images: Mapping[str, bytes]) -> list[str]:
-    parts = ["<h2>Plots</h2>"]
-    for name, png in images.items():
-        data = base64.b64encode(png).decode("ascii")
-        caption = _e(name.removesuffix(".png"))
-        parts.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
-            f"<figcaption>{caption}</figcaption></figure>"
-        )
-    return parts
-
-
-def html(runs: Sequence[Run], images: Mapping[str, bytes] | None = None) -> str:
-    """A self-contained page: inline CSS, no script, PNGs embedded as ``data:`` URIs.
-
-    ``images`` maps a file name (its caption) to PNG bytes, e.g. from
-    :func:`loadbench.plots.plot_images`; the plots follow the runs table.
-    """
-    blocks = _blocks(runs)
-    rendered = [_html_block(b) for b in blocks]
-    if images:  # after the runs section, before the first run's tables
-        sections = [i for i, b in enumerate(blocks) if isinstance(b, _Heading) and b.level == 2]
-        at = sections[1] if len(sections) > 1 else len(blocks)
-        rendered[at:at] = _figures(images)
-    body = "\n".join(rendered)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(TITLE)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
-    )
