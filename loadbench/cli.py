@@ -11,21 +11,20 @@ Exit codes:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
-import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
-from time import perf_counter, perf_counter_ns
-from typing import Any, NoReturn
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from loadbench import __version__
-from loadbench.errors import LoadbenchError, TargetUnreachable, UsageError
+from loadbench.errors import LoadbenchError, UsageError
+
+if TYPE_CHECKING:
+    from loadbench.runner import Measured, Prepared
 
 EXIT_OK = 0
 EXIT_THRESHOLD = 1
@@ -80,89 +79,6 @@ def main() -> None:
     its own CPU."""
 
 
-def _backend_options() -> dict[str, Any]:
-    if sys.platform == "win32" or os.environ.get("LOADBENCH_LOOP") == "asyncio":
-        return {}
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
-
-
-@contextlib.contextmanager
-def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
-    """Yields the base URL to load and what the result file says about the target.
-
-    When loadbench starts the server itself (the simulator, or ``[target.launch]``), the
-    target also gets ``cold_start.ready_s``; the first request's figures join it later.
-    """
-    spec, launch = scenario.target.simulate, scenario.target.launch
-    if launch is not None:
-        from loadbench.launch import launched_server
-
-        with launched_server(launch, scenario.target.base_url) as server:
-            yield (
-                scenario.target.base_url,
-                {
-                    "base_url": scenario.target.base_url,
-                    "simulated": False,
-                    "launched": list(server.command),
-                    "server_pid": server.pid,
-                    "cold_start": {"ready_s": round(server.ready_s, 3)},
-                },
-            )
-        return
-    if spec is None:
-        yield scenario.target.base_url, {"base_url": scenario.target.base_url, "simulated": False}
-        return
-    from loadbench.simserver import SimConfig, simulator_process
-
-    config = SimConfig(**dataclasses.asdict(spec))
-    with simulator_process(config) as handle:
-        startup_s = round((handle.ready_ns - handle.started_ns) / 1e9, 3)
-        yield (
-            handle.base_url,
-            {
-                "base_url": handle.base_url,
-                "simulated": True,
-                "simulator": dataclasses.asdict(config),
-                "startup_s": startup_s,
-                "cold_start": {"ready_s": startup_s},
-            },
-        )
-
-
-def _probe(base_url: str, timeout_s: float) -> list[str] | None:
-    """Fail fast (exit 3) when nothing answers; returns the server's model ids if it lists them."""
-    import httpx
-
-    url = base_url.rstrip("/") + "/models"
-    try:
-        response = httpx.get(url, timeout=min(timeout_s, 10.0), trust_env=False)
-    except httpx.HTTPError as exc:
-        raise TargetUnreachable(f"cannot reach {base_url}: {exc}") from None
-    try:
-        data = response.json()["data"]
-        return [str(m["id"]) for m in data]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int | None:
-    if given is not None:
-        return given
-    known = target.get("server_pid")
-    if isinstance(known, int):
-        return known
-    import httpx
-
-    from loadbench.monitor import find_listening_pid
-
-    parsed = httpx.URL(url)
-    return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
-
-
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for m in summary["models"]:
@@ -214,10 +130,6 @@ def _write_report(
     }[fmt]()
     write_atomic(path, text.encode("utf-8"))
     return pngs
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @main.command()
@@ -298,101 +210,46 @@ def run(
     after the results are written.
     """
     started = perf_counter()
-    from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
-    from loadbench.thresholds import parse_threshold, slo_request_limits
+    from loadbench.runner import measure, prepare
 
-    scenario = load_scenario(scenario_file)
-    scenario = apply_overrides(
-        scenario,
+    prepared = prepare(
+        scenario_file,
         base_url=base_url,
         models=models,
-        concurrency=parse_int_list(concurrency, "--concurrency") if concurrency else (),
-        rate=parse_float_list(rate, "--rate") if rate else (),
+        concurrency=concurrency,
+        rate=rate,
         requests=requests,
         duration_s=duration_s,
+        thresholds=thresholds,
+        output=output,
+        records=records,
+        overwrite=overwrite,
+        max_duration_s=max_duration_s,
     )
-    checks = (*scenario.slo, *(parse_threshold(t) for t in thresholds))
-    from loadbench.plan import plan_stages
-
-    plans = plan_stages(scenario)
-    for path, what in ((output, "the results"), (records, "the records")):
-        if path is not None and path.is_dir():
-            raise UsageError(f"{path}: is a directory, expected a file name for {what}")
-        if path is not None and path.exists() and not overwrite:
-            raise UsageError(f"{path}: exists; pass --overwrite to replace it")
-    from loadbench.limits import ensure_open_files
-
-    ensure_open_files(max(p.max_streams for p in plans))
-    run_limit = max_duration_s or scenario.load.max_duration_s
-    warnings: list[str] = []
-    api_key = None
-    key_env = scenario.target.api_key_env
-    if key_env:
-        api_key = os.environ.get(key_env) or None
-        if api_key is None:
-            warnings.append(f"environment variable {key_env} is not set: no Authorization header")
-
     from loadbench.progress import console as make_console
 
     console = make_console(stderr=True)
-    for w in warnings:
+    for w in prepared.warnings:
         console.print(f"warning: {w}", style="yellow")
     if sys.platform != "win32":  # SIGTERM before the engine runs: stop like Ctrl-C
         signal.signal(signal.SIGTERM, _raise_interrupt)
-    with _target(scenario) as (url, target_info):
-        listed = _probe(url, scenario.target.timeout_s)
-        if listed is not None:
-            missing = [m for m in scenario.models if m not in listed]
-            if missing:
-                msg = (
-                    f"the server does not list model(s) {', '.join(missing)}; "
-                    f"it lists {', '.join(listed[:8]) or 'none'}"
-                )
-                warnings.append(msg)
-                console.print(f"warning: {msg}", style="yellow")
-        pid = _server_pid(url, server_pid, target_info)
-        target_info["server_pid"] = pid
-        target_info["startup_to_first_request_s"] = round(perf_counter() - started, 3)
-        state, interrupted, started_at = _execute(
-            scenario,
-            plans,
-            url,
-            api_key,
-            transport,
-            not insecure,
-            console,
-            quiet,
-            pid,
-            slo_request_limits(checks),
-            run_limit,
-            records,
-            target_info.get("cold_start"),
-        )
+    measured = measure(
+        prepared,
+        started=started,
+        server_pid=server_pid,
+        transport=transport,
+        insecure=insecure,
+        records=records,
+        console=console,
+        quiet=quiet,
+    )
     with _interrupts_deferred() as caught:
-        _finish(
-            scenario,
-            state,
-            interrupted,
-            started_at,
-            target_info,
-            warnings,
-            checks,
-            output,
-            report_dir,
-            insecure,
-            console,
-            caught,
-        )
+        _finish(prepared, measured, output, report_dir, insecure, console, caught)
 
 
 def _finish(
-    scenario: Any,
-    state: Any,
-    interrupted: bool,
-    started_at: str,
-    target_info: dict[str, object],
-    warnings: list[str],
-    checks: Any,
+    prepared: Prepared,
+    measured: Measured,
     output: Path | None,
     report_dir: Path | None,
     insecure: bool,
@@ -400,32 +257,14 @@ def _finish(
     caught: list[int],
 ) -> None:
     """Write the result file (and report), print the summary, and pick the exit code."""
-    finished_at = _now_iso()
+    from loadbench.runner import write_results
+
+    path, document = write_results(prepared, measured, output, insecure)
     from loadbench.progress import console as make_console
     from loadbench.progress import summary_table
-    from loadbench.results import build_document, default_path, dumps, write_atomic
-
-    target_info["insecure"] = insecure
-    # Not retries of requests the server saw: see transport.LeanTransport._no_reuse.
-    target_info["stale_keepalive_resends"] = state.stale_reuses
-    for s in state.stages:
-        if s.client.warning:
-            warnings.append(f"{s.plan.model} {s.plan.label}: {s.client.warning}")
-    document = build_document(
-        scenario,
-        state.stages,
-        started_at=started_at,
-        finished_at=finished_at,
-        interrupted=interrupted,
-        target=target_info,
-        warnings=warnings,
-    )
-    from loadbench.analysis import summarize_run
     from loadbench.thresholds import evaluate
 
-    document["summary"] = summarize_run(document, checks)
-    path = output or default_path(scenario.name, datetime.now(UTC))
-    write_atomic(path, dumps(document))
+    state, target_info, checks = measured.state, measured.target, prepared.checks
     out = make_console(stderr=False)
     if state.stages:
         out.print(summary_table(state.stages))
@@ -441,7 +280,7 @@ def _finish(
         pngs = _write_report([(path.stem, document)], md, "md", report_dir)
         for written in [md, *pngs]:
             out.print(f"report: {written}")
-    if interrupted or caught:
+    if measured.interrupted or caught:
         console.print("interrupted: partial results written", style="yellow")
         sys.exit(EXIT_INTERRUPTED)
     broken = [
@@ -454,131 +293,6 @@ def _finish(
         for label, r in broken:
             console.print(f"threshold broken: {label}: {r.describe()}", style="red")
         sys.exit(EXIT_THRESHOLD)
-
-
-async def _first_request(client: Any, scenario: Any, cold: dict[str, Any]) -> dict[str, Any]:
-    """A freshly started server's first request: its TTFT, and the cold start to first
-    token as ready + that TTFT (as if sent the moment the server was ready, leaving out
-    loadbench's own set-up in between). Counted here, in no stage."""
-    rec = await client.execute(
-        index=-1, warmup=True, model=scenario.models[0], prompt=scenario.prompts[0]
-    )
-    ttft = (rec.token_ns[0] - rec.sent_ns) / 1e9 if rec.ok and rec.token_ns else None
-    return {
-        "first_token_s": None if ttft is None else round(cold["ready_s"] + ttft, 3),
-        "first_request_ttft_s": None if ttft is None else round(ttft, 3),
-        "first_request": "ok" if rec.ok else str(rec.error),
-    }
-
-
-def _execute(
-    scenario: Any,
-    plans: Any,
-    url: str,
-    api_key: str | None,
-    transport: str,
-    verify: bool,
-    console: Any,
-    quiet: bool,
-    server_pid: int | None,
-    slo: Any = (),
-    run_limit: float | None = None,
-    records: Path | None = None,
-    cold_start: Any = None,
-) -> tuple[Any, bool, str]:
-    import anyio
-
-    from loadbench.client import LoadClient
-    from loadbench.engine import RunState, run_stages
-    from loadbench.monitor import ServerMonitor
-    from loadbench.progress import Reporter
-    from loadbench.scrape import MetricsScraper, default_metrics_url
-
-    state = RunState()
-    server = ServerMonitor(server_pid)
-    reporter = Reporter(console, len(plans), quiet=quiet)
-    stopped_by_signal = False
-
-    async def watch_sigterm(cancel: Callable[[], None]) -> None:
-        nonlocal stopped_by_signal
-        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-            async for _ in signals:
-                stopped_by_signal = True
-                cancel()
-                return
-
-    async def metrics_scraper() -> MetricsScraper | None:
-        """The server's /metrics, when it answers with an LLM server's families."""
-        scraper = MetricsScraper(scenario.target.metrics_url or default_metrics_url(url))
-        if await scraper.read():
-            return scraper
-        await scraper.aclose()
-        return None
-
-    async def main_task() -> None:
-        scraper = await metrics_scraper()
-        try:
-            await load(scraper)
-        finally:
-            if scraper is not None:
-                await scraper.aclose()
-
-    async def load(scraper: MetricsScraper | None) -> None:
-        async with (
-            LoadClient(
-                base_url=url,
-                api=scenario.target.api,
-                spec=scenario.request,
-                timeout_s=scenario.target.timeout_s,
-                max_connections=max(p.max_streams for p in plans),
-                api_key=api_key,
-                verify=verify,
-                transport=transport,
-            ) as client,
-            anyio.create_task_group() as tg,
-        ):
-            if sys.platform != "win32":
-                tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
-            tg.start_soon(reporter.watch, state)
-            if isinstance(cold_start, dict):
-                cold_start.update(await _first_request(client, scenario, cold_start))
-            with anyio.move_on_after(math.inf if run_limit is None else run_limit) as limit:
-                try:
-                    await run_stages(
-                        plans,
-                        scenario.prompts,
-                        client,
-                        state,
-                        reporter.stage_done,
-                        server,
-                        slo,
-                        scenario.load.max_error_rate,
-                        writer,
-                        scraper,
-                    )
-                finally:
-                    state.stale_reuses = client.stale_reuses
-            if limit.cancelled_caught:
-                state.close_partial(stopped="max_duration_s")
-            tg.cancel_scope.cancel()
-
-    from loadbench.results import RecordWriter
-
-    writer = RecordWriter(records, perf_counter_ns()) if records is not None else None
-    started_at = _now_iso()
-    interrupted = False
-    try:
-        anyio.run(main_task, backend_options=_backend_options())
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if writer is not None:
-            writer.close()
-    if stopped_by_signal:
-        interrupted = True
-    if interrupted:
-        state.close_partial()
-    return state, interrupted, started_at
 
 
 def _load_runs(files: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,404 @@
+"""One `loadbench run`, start to result file: the orchestration the command line drives.
+
+It exists so that `cli` stays the command-line layer (options, help, printing, exit codes,
+the process's signal handlers) while this module does the run in three steps the CLI
+calls in order: `prepare` (scenario, overrides, plans, checks of the output paths),
+`measure` (start or reach the target, probe it, run the stages under anyio) and
+`write_results` (the result document). It raises loadbench errors and never exits; the
+CLI writes the results with Ctrl-C and SIGTERM deferred, between `measure` and the summary.
+Heavy modules are imported inside the functions, as in `cli`: start-up to the first request
+is a measured figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter, perf_counter_ns
+from typing import TYPE_CHECKING, Any
+
+from loadbench.errors import TargetUnreachable, UsageError
+
+if TYPE_CHECKING:
+    from loadbench.engine import RunState
+    from loadbench.plan import StagePlan
+    from loadbench.scenario import Scenario
+    from loadbench.thresholds import Threshold
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated run before any request: ``warnings`` grows as the run goes on."""
+
+    scenario: Scenario
+    checks: tuple[Threshold, ...]
+    plans: tuple[StagePlan, ...]
+    run_limit: float | None
+    api_key: str | None
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the stages aggregated, whether a signal cut them short, and the target's facts."""
+
+    state: RunState
+    interrupted: bool
+    started_at: str
+    target: dict[str, object]
+
+
+def prepare(
+    scenario_file: str,
+    *,
+    base_url: str | None,
+    models: tuple[str, ...],
+    concurrency: str | None,
+    rate: str | None,
+    requests: int | None,
+    duration_s: float | None,
+    thresholds: tuple[str, ...],
+    output: Path | None,
+    records: Path | None,
+    overwrite: bool,
+    max_duration_s: float | None,
+) -> Prepared:
+    """Everything that can be checked before the target starts, so bad input costs nothing."""
+    from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
+    from loadbench.thresholds import parse_threshold
+
+    scenario = load_scenario(scenario_file)
+    scenario = apply_overrides(
+        scenario,
+        base_url=base_url,
+        models=models,
+        concurrency=parse_int_list(concurrency, "--concurrency") if concurrency else (),
+        rate=parse_float_list(rate, "--rate") if rate else (),
+        requests=requests,
+        duration_s=duration_s,
+    )
+    checks = (*scenario.slo, *(parse_threshold(t) for t in thresholds))
+    from loadbench.plan import plan_stages
+
+    plans = plan_stages(scenario)
+    for path, what in ((output, "the results"), (records, "the records")):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{path}: is a directory, expected a file name for {what}")
+        if path is not None and path.exists() and not overwrite:
+            raise UsageError(f"{path}: exists; pass --overwrite to replace it")
+    from loadbench.limits import ensure_open_files
+
+    ensure_open_files(max(p.max_streams for p in plans))
+    run_limit = max_duration_s or scenario.load.max_duration_s
+    warnings: list[str] = []
+    api_key = None
+    key_env = scenario.target.api_key_env
+    if key_env:
+        api_key = os.environ.get(key_env) or None
+        if api_key is None:
+            warnings.append(f"environment variable {key_env} is not set: no Authorization header")
+    return Prepared(scenario, checks, plans, run_limit, api_key, warnings)
+
+
+@contextlib.contextmanager
+def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
+    """Yields the base URL to load and what the result file says about the target.
+
+    When loadbench starts the server itself (the simulator, or ``[target.launch]``), the
+    target also gets ``cold_start.ready_s``; the first request's figures join it later.
+    """
+    spec, launch = scenario.target.simulate, scenario.target.launch
+    if launch is not None:
+        from loadbench.launch import launched_server
+
+        with launched_server(launch, scenario.target.base_url) as server:
+            yield (
+                scenario.target.base_url,
+                {
+                    "base_url": scenario.target.base_url,
+                    "simulated": False,
+                    "launched": list(server.command),
+                    "server_pid": server.pid,
+                    "cold_start": {"ready_s": round(server.ready_s, 3)},
+                },
+            )
+        return
+    if spec is None:
+        yield scenario.target.base_url, {"base_url": scenario.target.base_url, "simulated": False}
+        return
+    from loadbench.simserver import SimConfig, simulator_process
+
+    config = SimConfig(**dataclasses.asdict(spec))
+    with simulator_process(config) as handle:
+        startup_s = round((handle.ready_ns - handle.started_ns) / 1e9, 3)
+        yield (
+            handle.base_url,
+            {
+                "base_url": handle.base_url,
+                "simulated": True,
+                "simulator": dataclasses.asdict(config),
+                "startup_s": startup_s,
+                "cold_start": {"ready_s": startup_s},
+            },
+        )
+
+
+def _probe(base_url: str, timeout_s: float) -> list[str] | None:
+    """Fail fast (exit 3) when nothing answers; returns the server's model ids if it lists them."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        response = httpx.get(url, timeout=min(timeout_s, 10.0), trust_env=False)
+    except httpx.HTTPError as exc:
+        raise TargetUnreachable(f"cannot reach {base_url}: {exc}") from None
+    try:
+        data = response.json()["data"]
+        return [str(m["id"]) for m in data]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int | None:
+    if given is not None:
+        return given
+    known = target.get("server_pid")
+    if isinstance(known, int):
+        return known
+    import httpx
+
+    from loadbench.monitor import find_listening_pid
+
+    parsed = httpx.URL(url)
+    return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
+def measure(
+    prepared: Prepared,
+    *,
+    started: float,
+    server_pid: int | None,
+    transport: str,
+    insecure: bool,
+    records: Path | None,
+    console: Any,
+    quiet: bool,
+) -> Measured:
+    """Start or reach the target, check it answers, and run every stage against it.
+
+    ``started`` is the CLI's ``perf_counter()`` at entry, for
+    ``target.startup_to_first_request_s``. A Ctrl-C or SIGTERM during the stages ends them
+    and comes back as ``interrupted``; one before the stages propagates as KeyboardInterrupt.
+    """
+    from loadbench.thresholds import slo_request_limits
+
+    scenario, warnings = prepared.scenario, prepared.warnings
+    with _target(scenario) as (url, target_info):
+        listed = _probe(url, scenario.target.timeout_s)
+        if listed is not None:
+            missing = [m for m in scenario.models if m not in listed]
+            if missing:
+                msg = (
+                    f"the server does not list model(s) {', '.join(missing)}; "
+                    f"it lists {', '.join(listed[:8]) or 'none'}"
+                )
+                warnings.append(msg)
+                console.print(f"warning: {msg}", style="yellow")
+        pid = _server_pid(url, server_pid, target_info)
+        target_info["server_pid"] = pid
+        target_info["startup_to_first_request_s"] = round(perf_counter() - started, 3)
+        state, interrupted, started_at = _execute(
+            scenario,
+            prepared.plans,
+            url,
+            prepared.api_key,
+            transport,
+            not insecure,
+            console,
+            quiet,
+            pid,
+            slo_request_limits(prepared.checks),
+            prepared.run_limit,
+            records,
+            target_info.get("cold_start"),
+        )
+    return Measured(state, interrupted, started_at, target_info)
+
+
+async def _first_request(client: Any, scenario: Any, cold: dict[str, Any]) -> dict[str, Any]:
+    """A freshly started server's first request: its TTFT, and the cold start to first
+    token as ready + that TTFT (as if sent the moment the server was ready, leaving out
+    loadbench's own set-up in between). Counted here, in no stage."""
+    rec = await client.execute(
+        index=-1, warmup=True, model=scenario.models[0], prompt=scenario.prompts[0]
+    )
+    ttft = (rec.token_ns[0] - rec.sent_ns) / 1e9 if rec.ok and rec.token_ns else None
+    return {
+        "first_token_s": None if ttft is None else round(cold["ready_s"] + ttft, 3),
+        "first_request_ttft_s": None if ttft is None else round(ttft, 3),
+        "first_request": "ok" if rec.ok else str(rec.error),
+    }
+
+
+def _backend_options() -> dict[str, Any]:
+    if sys.platform == "win32" or os.environ.get("LOADBENCH_LOOP") == "asyncio":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+def _execute(
+    scenario: Any,
+    plans: Any,
+    url: str,
+    api_key: str | None,
+    transport: str,
+    verify: bool,
+    console: Any,
+    quiet: bool,
+    server_pid: int | None,
+    slo: Any = (),
+    run_limit: float | None = None,
+    records: Path | None = None,
+    cold_start: Any = None,
+) -> tuple[Any, bool, str]:
+    import anyio
+
+    from loadbench.client import LoadClient
+    from loadbench.engine import RunState, run_stages
+    from loadbench.monitor import ServerMonitor
+    from loadbench.progress import Reporter
+    from loadbench.scrape import MetricsScraper, default_metrics_url
+
+    state = RunState()
+    server = ServerMonitor(server_pid)
+    reporter = Reporter(console, len(plans), quiet=quiet)
+    stopped_by_signal = False
+
+    async def watch_sigterm(cancel: Callable[[], None]) -> None:
+        nonlocal stopped_by_signal
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                stopped_by_signal = True
+                cancel()
+                return
+
+    async def metrics_scraper() -> MetricsScraper | None:
+        """The server's /metrics, when it answers with an LLM server's families."""
+        scraper = MetricsScraper(scenario.target.metrics_url or default_metrics_url(url))
+        if await scraper.read():
+            return scraper
+        await scraper.aclose()
+        return None
+
+    async def main_task() -> None:
+        scraper = await metrics_scraper()
+        try:
+            await load(scraper)
+        finally:
+            if scraper is not None:
+                await scraper.aclose()
+
+    async def load(scraper: MetricsScraper | None) -> None:
+        async with (
+            LoadClient(
+                base_url=url,
+                api=scenario.target.api,
+                spec=scenario.request,
+                timeout_s=scenario.target.timeout_s,
+                max_connections=max(p.max_streams for p in plans),
+                api_key=api_key,
+                verify=verify,
+                transport=transport,
+            ) as client,
+            anyio.create_task_group() as tg,
+        ):
+            if sys.platform != "win32":
+                tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
+            tg.start_soon(reporter.watch, state)
+            if isinstance(cold_start, dict):
+                cold_start.update(await _first_request(client, scenario, cold_start))
+            with anyio.move_on_after(math.inf if run_limit is None else run_limit) as limit:
+                try:
+                    await run_stages(
+                        plans,
+                        scenario.prompts,
+                        client,
+                        state,
+                        reporter.stage_done,
+                        server,
+                        slo,
+                        scenario.load.max_error_rate,
+                        writer,
+                        scraper,
+                    )
+                finally:
+                    state.stale_reuses = client.stale_reuses
+            if limit.cancelled_caught:
+                state.close_partial(stopped="max_duration_s")
+            tg.cancel_scope.cancel()
+
+    from loadbench.results import RecordWriter
+
+    writer = RecordWriter(records, perf_counter_ns()) if records is not None else None
+    started_at = _now_iso()
+    interrupted = False
+    try:
+        anyio.run(main_task, backend_options=_backend_options())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if writer is not None:
+            writer.close()
+    if stopped_by_signal:
+        interrupted = True
+    if interrupted:
+        state.close_partial()
+    return state, interrupted, started_at
+
+
+def write_results(
+    prepared: Prepared, measured: Measured, output: Path | None, insecure: bool
+) -> tuple[Path, dict[str, Any]]:
+    """Build the result document (with its summary) and write it; returns where, and it."""
+    finished_at = _now_iso()
+    from loadbench.results import build_document, default_path, dumps, write_atomic
+
+    scenario, state, target_info = prepared.scenario, measured.state, measured.target
+    warnings = prepared.warnings
+    target_info["insecure"] = insecure
+    # Not retries of requests the server saw: see transport.LeanTransport._no_reuse.
+    target_info["stale_keepalive_resends"] = state.stale_reuses
+    for s in state.stages:
+        if s.client.warning:
+            warnings.append(f"{s.plan.model} {s.plan.label}: {s.client.warning}")
+    document = build_document(
+        scenario,
+        state.stages,
+        started_at=measured.started_at,
+        finished_at=finished_at,
+        interrupted=measured.interrupted,
+        target=target_info,
+        warnings=warnings,
+    )
+    from loadbench.analysis import summarize_run
+
+    document["summary"] = summarize_run(document, prepared.checks)
+    path = output or default_path(scenario.name, datetime.now(UTC))
+    write_atomic(path, dumps(document))
+    return path, document
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
