@@ -169,7 +169,10 @@ def test_a_short_sweep_completes_without_errors(server: Server, tmp_path: Path) 
         assert stage["latency_ms"]["ttft"]["p50"] > 0
         # llama.cpp's own `timings` were read from the usage chunk.
         assert stage["latency_ms"]["server_prefill"]["count"] == 4
-    assert run.doc["warnings"] == []
+    # A busy CI box may wake the client late (a client warning is about the machine, and
+    # says so); anything else, a missing model or key, would be a real fault.
+    other = [w for w in run.doc["warnings"] if "the load generator may be the bottleneck" not in w]
+    assert other == []
 
 
 def test_ignore_eos_gives_exactly_max_tokens_counted_by_usage(
