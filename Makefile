@@ -73,7 +73,7 @@ clean:
 .PHONY: real-server real-server-stop test-real
 
 ## real-server: build llama.cpp's llama-server once (6-12 min), start it on 127.0.0.1:18090 (PORT=, SLOTS=)
-real-server:
+real-server: $(STAMP)
 	bash scripts/llama_server.sh build && bash scripts/llama_server.sh start $(if $(PORT),--port $(PORT)) $(if $(SLOTS),--slots $(SLOTS))
 
 ## real-server-stop: stop the server that real-server started
