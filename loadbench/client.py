@@ -21,7 +21,7 @@ from loadbench import __version__
 from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
 from loadbench.scenario import Api, RequestSpec
 from loadbench.sse import SSEDecoder
-from loadbench.transport import LeanTransport, MalformedResponse
+from loadbench.transport import LeanTransport, MalformedResponse, tls_context
 
 _ERROR_BODY_BYTES = 4096
 _DETAIL_CHARS = 300
@@ -41,9 +41,13 @@ def _ignore_cookies(response: httpx.Response) -> None:
 def make_transport(
     base_url: str, *, kind: str, max_connections: int, verify: bool
 ) -> httpx.AsyncBaseTransport:
+    """The lean transport for http:// and https:// targets; httpx's own (its pool, HTTP/2,
+    proxies) when asked for with ``--transport httpx``. An https target's TLS context is
+    built here, before the run, not inside the first request's stopwatch."""
     scheme = httpx.URL(base_url).scheme
-    if kind == TransportKind.LEAN or (kind == TransportKind.AUTO and scheme == "http"):
-        return LeanTransport()
+    lean_schemes = ("http", "https")
+    if kind == TransportKind.LEAN or (kind == TransportKind.AUTO and scheme in lean_schemes):
+        return LeanTransport(verify=tls_context(verify) if scheme == "https" else verify)
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )

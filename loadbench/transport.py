@@ -1,17 +1,19 @@
-"""A lean HTTP/1.1 transport for httpx, for plain-HTTP load generation.
+"""A lean HTTP/1.1 transport for httpx, for load generation over http:// and https://.
 
 httpx stays the API; this replaces httpcore's connection pool on the hot path. Measured
 on this project's machine (../shared/research/client-limits.md): one shared AsyncClient
 over httpcore falls from 19k to 361 SSE events/s as concurrency goes from 1 to 256,
 because the pool's bookkeeping is O(N²) per request; over a transport like this one
 (an O(1) LIFO list of idle connections, chunked bodies decoded by hand) httpx reads
-over 100k events/s per core. It does HTTP/1.1 over ``anyio.connect_tcp`` only: HTTPS,
-HTTP/2 and proxies stay on httpx's own transport (``client.make_transport`` picks).
+over 100k events/s per core. It does HTTP/1.1 over ``anyio.connect_tcp``, with TLS for
+https:// (ALPN offers http/1.1 only); HTTP/2 and proxies stay on httpx's own transport
+(``client.make_transport`` picks, ``--transport httpx`` forces it).
 """
 
 from __future__ import annotations
 
 import select
+import ssl
 import sys
 from collections.abc import AsyncIterator
 
@@ -29,22 +31,47 @@ class MalformedResponse(httpx.RemoteProtocolError):
     """The server answered with bytes that are not HTTP/1.1 (not a hang-up)."""
 
 
-class LeanTransport(httpx.AsyncBaseTransport):
-    """One idle list per (host, port); connections are reused LIFO, never shared."""
+Origin = tuple[str, str, int]  # scheme, host, port
 
-    def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[anyio.abc.SocketStream]] = {}
+
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """The client TLS context httpx's own transport would use, offering only HTTP/1.1.
+
+    Built by ``httpx.create_ssl_context``, so both transports trust the same roots: certifi's
+    bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set (a private CA). ``verify=False``
+    (``--insecure``) checks neither the chain nor the host name. Building one reads the
+    whole CA bundle (~20 ms), so it is built once per transport, before the first request.
+    """
+    context = httpx.create_ssl_context(verify=verify, trust_env=True)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """One idle list per origin; connections are reused LIFO, never shared.
+
+    ``verify`` is for https:// origins, as in httpx: a context to use as given, or a flag
+    for ``tls_context``, which is then built at the first https:// connection.
+    """
+
+    def __init__(self, *, verify: bool | ssl.SSLContext = True) -> None:
+        self._verify = verify
+        self._idle: dict[Origin, list[anyio.abc.ByteStream]] = {}
         # Origins that closed a kept-alive connection before answering on it: some servers
         # (llama.cpp's cpp-httplib) close after every streamed response while announcing
         # keep-alive. Their connections are not reused again.
-        self._no_reuse: set[tuple[str, int]] = set()
+        self._no_reuse: set[Origin] = set()
         self.stale_reuses = 0  # requests resent after such a close; reported in the result
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme != "http":
-            raise httpx.UnsupportedProtocol(f"the lean transport is plain http, not {url.scheme}")
-        key = (url.host, url.port or 80)
+        scheme = url.scheme
+        if scheme == "http":
+            key = (scheme, url.host, url.port or 80)
+        elif scheme == "https":
+            key = (scheme, url.host, url.port or 443)
+        else:
+            raise httpx.UnsupportedProtocol(f"the lean transport speaks http(s), not {scheme}")
         idle = self._idle.setdefault(key, [])
         payload = _render(request, await request.aread())
         method = request.method.encode()
@@ -100,10 +127,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def _acquire(
         self,
-        idle: list[anyio.abc.SocketStream],
-        key: tuple[str, int],
+        idle: list[anyio.abc.ByteStream],
+        key: Origin,
         request: httpx.Request,
-    ) -> tuple[anyio.abc.SocketStream, bool]:
+    ) -> tuple[anyio.abc.ByteStream, bool]:
         """The most recent idle connection the server has not closed (and whether it was
         reused), else a new one. Checking before sending, as httpcore does, leaves only
         the race with a close already in flight."""
@@ -114,7 +141,44 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await anyio.aclose_forcefully(stream)
         while idle:
             await anyio.aclose_forcefully(idle.pop())
-        return await _connect(*key, request), False
+        return await self._connect(key, request), False
+
+    async def _connect(self, key: Origin, request: httpx.Request) -> anyio.abc.ByteStream:
+        """A new connection; any failure to set it up, TLS handshake included, is a
+        ``ConnectError`` (refused, unreachable, DNS, untrusted or mismatched certificate)."""
+        scheme, host, port = key
+        try:
+            if scheme == "http":
+                return await anyio.connect_tcp(host, port)
+            if not isinstance(self._verify, ssl.SSLContext):
+                self._verify = tls_context(self._verify)
+            # Not standard-compatible: no closing handshake on close (a closed stream is
+            # aborted anyway), and a peer that hangs up without close_notify reads as EOF,
+            # as a plain FIN does, rather than as a broken stream.
+            return await anyio.connect_tcp(
+                host,
+                port,
+                tls=True,
+                ssl_context=self._verify,
+                tls_hostname=host,  # SNI and the name the certificate must carry
+                tls_standard_compatible=False,
+            )
+        except ssl.SSLError as exc:
+            raise httpx.ConnectError(
+                f"TLS handshake with {host}:{port} failed: {_ssl_reason(exc)}", request=request
+            ) from exc
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise httpx.ConnectError(
+                f"cannot connect to {host}:{port}: {reason}", request=request
+            ) from exc
+        except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            # Only the handshake can end this way: the server hung up or reset mid-way
+            # (a plain-HTTP server on this port, a TLS terminator that rejected us).
+            raise httpx.ConnectError(
+                f"TLS handshake with {host}:{port} failed: the server closed the connection",
+                request=request,
+            ) from exc
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
@@ -123,18 +187,20 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-async def _connect(host: str, port: int, request: httpx.Request) -> anyio.abc.SocketStream:
-    try:
-        return await anyio.connect_tcp(host, port)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise httpx.ConnectError(
-            f"cannot connect to {host}:{port}: {reason}", request=request
-        ) from exc
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason without the file/line noise: "certificate verify failed: ..."."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    return exc.reason or exc.strerror or str(exc)
 
 
-def _closed_by_server(stream: anyio.abc.SocketStream) -> bool:
-    """An idle connection with anything to read was closed by the server (EOF or RST)."""
+def _closed_by_server(stream: anyio.abc.ByteStream) -> bool:
+    """An idle connection with anything to read was closed by the server (EOF or RST).
+
+    For TLS the raw socket underneath is checked: a close_notify alert also makes it
+    readable, and so does anything else unexpected from an idle server. Either way the
+    connection is not reused.
+    """
     try:
         sock = stream.extra(SocketAttribute.raw_socket)
         if sys.platform == "win32" or not hasattr(select, "poll"):
@@ -159,13 +225,13 @@ class _Body(httpx.AsyncByteStream):
 
     def __init__(
         self,
-        stream: anyio.abc.SocketStream,
+        stream: anyio.abc.ByteStream,
         decoder: BodyDecoder,
         first: list[bytes],
-        idle: list[anyio.abc.SocketStream] | None,
+        idle: list[anyio.abc.ByteStream] | None,
         request: httpx.Request,
     ) -> None:
-        self._stream: anyio.abc.SocketStream | None = stream
+        self._stream: anyio.abc.ByteStream | None = stream
         self._decoder = decoder
         self._first = first
         self._idle = idle
