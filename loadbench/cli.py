@@ -153,7 +153,7 @@ def _write_report(
     type=click.Choice(["auto", "lean", "httpx"]),
     default="auto",
     show_default=True,
-    help="HTTP transport: lean HTTP/1.1 for http://, httpx's own for https:// (auto).",
+    help="HTTP transport: lean HTTP/1.1 (with TLS for https://) unless httpx's own is asked for.",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 @click.option(

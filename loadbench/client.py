@@ -28,7 +28,7 @@ _DETAIL_CHARS = 300
 
 
 class TransportKind:
-    AUTO = "auto"  # lean for http://, httpx's own for https:// (TLS, proxies)
+    AUTO = "auto"  # lean for http:// and https://; httpx's own only when asked (proxies, HTTP/2)
     LEAN = "lean"
     HTTPX = "httpx"
 
