@@ -1,6 +1,6 @@
 """``make bench``: loadbench's speed claims, measured on this machine, side by side in one run.
 
-Prints four sections, each figure next to its target with PASS/MISS (a benchmark, never
+Prints five sections, each figure next to its target with PASS/MISS (a benchmark, never
 a failing build):
 
 1. client CPU per 1,000 SSE events: loadbench (lean transport), loadbench over httpx's own
@@ -8,7 +8,10 @@ a failing build):
 2. client CPU seconds per 1,000 requests (64-token streams, c=64);
 3. timing error against a timed server (TTFT 100 ms, ITL 20 ms), as loadbench reports it
    and paired against the server's own write stamps;
-4. start-up: spawning ``loadbench run`` until the server parses its first POST.
+4. start-up: spawning ``loadbench run`` until the server parses its first POST;
+5. client CPU per 1,000 SSE events over https (lean transport and httpx's pool), against
+   plain http on the lean transport, in interleaved rounds against the bulk server behind
+   TLS (a throwaway CA from ``trustme``, in the ``dev`` extra).
 
 Every process is a child in its own session, pinned (Linux) with the server on one core
 and the client on the other, bounded in time (its own limit, ours, and a total budget),
@@ -29,6 +32,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +52,8 @@ TTFT_MS = 100.0
 ITL_MS = 20.0
 TIMED_TOKENS = 64
 REQUEST_S = (TTFT_MS + (TIMED_TOKENS - 1) * ITL_MS) / 1000  # one timed request: 1.36 s
+TLS_CONC = 64
+TLS_TOKENS = 16
 
 # Figures measured by the peers study (../shared/research/peers.md), on this machine.
 PEERS_CPU_S_PER_1K = (("vLLM bench", 2.8), ("Locust", 2.5), ("AIPerf", 9.6), ("GuideLLM", 30.0))
@@ -72,6 +78,7 @@ class Plan:
     steady_s: float = 6.0
     phase_locked: bool = True
     startup_trials: int = 3
+    tls_rounds: int = 3
     budget_s: float = 450.0
 
 
@@ -85,7 +92,8 @@ QUICK = Plan(
     steady_s=2.5,
     phase_locked=False,
     startup_trials=1,
-    budget_s=80.0,
+    tls_rounds=1,
+    budget_s=100.0,
 )
 
 
@@ -189,8 +197,10 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 @dataclass
 class RefServer:
     mode: str
-    port: int
+    port: int  # plain http; /stats and /reset are asked here
     proc: subprocess.Popen[bytes]
+    tls_port: int = 0  # the same server behind TLS (started with a certificate), else 0
+    ca: Path | None = None  # the CA the clients trust for tls_port
 
     def call(self, method: str, path: str) -> dict[str, Any]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
@@ -208,10 +218,32 @@ class RefServer:
         self.call("POST", "/reset")
 
 
-def start_server(children: Children, mode: str, tmp: Path, life_s: float) -> RefServer:
+def tls_files(tmp: Path) -> tuple[Path, Path] | None:
+    """(CA certificate, server key + chain for 127.0.0.1) from a throwaway CA; None without
+    trustme."""
+    try:
+        import trustme
+    except ImportError:
+        return None
+    ca = trustme.CA()
+    ca_pem, server_pem = tmp / "ca.pem", tmp / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    return ca_pem, server_pem
+
+
+def start_server(
+    children: Children,
+    mode: str,
+    tmp: Path,
+    life_s: float,
+    tls: tuple[Path, Path] | None = None,
+) -> RefServer:
     ready = tmp / f"server-{mode}.json"
     argv = [PY, str(HERE / "refserver.py"), "--mode", mode, "--ready-file", str(ready)]
     argv += ["--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS), "--max-life-s", str(life_s)]
+    if tls is not None:
+        argv += ["--cert", str(tls[1])]
     log = (tmp / f"server-{mode}.log").open("wb")
     proc = children.start(argv, children.server_core, stdout=log, stderr=log)
     deadline = time.monotonic() + 15
@@ -221,8 +253,9 @@ def start_server(children: Children, mode: str, tmp: Path, life_s: float) -> Ref
             tail = (tmp / f"server-{mode}.log").read_text(errors="replace")[-500:]
             raise RuntimeError(f"the {mode} reference server did not start: {tail}")
         time.sleep(0.02)
-    port = int(json.loads(ready.read_text())["port"])
-    return RefServer(mode, port, proc)
+    facts = json.loads(ready.read_text())
+    tls_port = int(facts.get("tls_port", 0))
+    return RefServer(mode, int(facts["port"]), proc, tls_port, tls[0] if tls_port and tls else None)
 
 
 # -- one measurement -------------------------------------------------------------------------
@@ -284,21 +317,26 @@ class Bench:
         limit_s: float,
         stagger_s: float = 0.0,
         timing: bool = False,
+        tls: bool = False,
     ) -> dict[str, Any]:
         """Run one client process for one cell; returns its JSON plus what we watched."""
         cell: dict[str, Any] = {"section": section, "client": kind, "conc": conc, "tokens": tokens}
+        cell["tls"] = tls
         if self.elapsed() + duration_s + 3 > self.plan.budget_s:
             cell["error"] = "skipped: over the time budget"
             self.cells.append(cell)
             return cell
         script = "refclient.py" if kind == "raw" else "lbclient.py"
-        argv = [PY, str(HERE / script), "--port", str(server.port), "--conc", str(conc)]
+        port = server.tls_port if tls else server.port
+        argv = [PY, str(HERE / script), "--port", str(port), "--conc", str(conc)]
         argv += ["--tokens", str(tokens), "--duration-s", str(duration_s), *warmup]
         argv += ["--stagger-s", str(stagger_s), "--max-s", str(int(limit_s) + 5)]
         if kind != "raw":
             argv += ["--transport", kind]
         if timing:
             argv.append("--timing")
+        if tls:
+            argv += ["--tls", "--ca", str(server.ca)]
         if server.mode == "timed":
             server.reset()
         with cpu_watch(server, cell):
@@ -625,6 +663,77 @@ def section_startup(b: Bench, server: RefServer) -> None:
     print(f"   {PEERS_STARTUP}")
 
 
+def section_tls(b: Bench, server: RefServer) -> None:
+    p = b.plan
+    print()
+    print(
+        f"5. https: client CPU per 1,000 SSE events, c={TLS_CONC}, {TLS_TOKENS}-token streams,"
+        " bulk server"
+    )
+    if not server.tls_port:
+        print("   skipped: trustme (in the dev extra) is not installed, so there is no certificate")
+        return
+    print("   the bulk server of section 1, also listening with TLS (a throwaway trustme CA that")
+    print("   the clients trust through SSL_CERT_FILE: chain and host name checked). https lean:")
+    print("   loadbench as shipped; https httpx: --transport httpx (httpx's own pool); http lean:")
+    print(f"   plain http, the reference. {p.tls_rounds} round(s), each running the three in turn")
+    print(
+        f"   (the order rotates), each as in section 1: {p.warmup_s:g} s warmup, {p.window_s:g} s"
+    )
+    print("   window; figures: the median over the rounds")
+    print(
+        f"   {'':<11} | {'ms/1k ev':>8} {'×http':>6} | {'k ev/s':>6} |"
+        f" {'srv%':>11} {'other%':>11} | ms per 1,000 events, each round"
+    )
+    rows = (
+        ("https lean", "lean", True),
+        ("https httpx", "httpx", True),
+        ("http lean", "lean", False),
+    )
+    cells: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in rows}
+    for r in range(p.tls_rounds):
+        for name, kind, tls in rows[r % 3 :] + rows[: r % 3]:
+            cell = b.client(
+                server,
+                kind,
+                TLS_CONC,
+                TLS_TOKENS,
+                section="tls",
+                warmup=["--warmup-s", str(p.warmup_s)],
+                duration_s=p.window_s,
+                limit_s=30.0,
+                tls=tls,
+            )
+            cell["round"] = r + 1
+            cells[name].append(cell)
+
+    def median(xs: list[float]) -> float | None:
+        return statistics.median(xs) if xs else None
+
+    figs = {name: [f for f in map(ms_per_1k, got) if f is not None] for name, got in cells.items()}
+    med = {name: median(f) for name, f in figs.items()}
+    for name, got in cells.items():
+        done = [c for c in got if ms_per_1k(c) is not None]
+        rate = median([c["events"] / c["wall_s"] / 1e3 for c in done])
+        srv, other = (
+            "/".join(f"{c[k]:.0f}" for c in done) or "-" for k in ("server_pct", "other_pct")
+        )
+        x_http = ratio(med[name], med["http lean"])
+        each = ", ".join(f"{x:.2f}" for x in figs[name])
+        print(
+            f"   {name:<11} | {fmt(med[name], 8)} {fmt(x_http, 6, 2, '×')} |"
+            f" {fmt(rate, 6, 1)} | {srv:>11} {other:>11} | {each}"
+        )
+        for c in got:
+            if c.get("error"):
+                print(f"   {'':>14}round {c['round']}: {c['error']}")
+    print("   srv%, other%: as in section 1, one figure per round")
+    r = ratio(med["https lean"], med["http lean"])
+    name = f"CPU/event: loadbench https vs http at c={TLS_CONC}, {TLS_TOKENS} tok"
+    verdict = b.target(name, r, 1.5, "×")
+    print(f"   target: https per event on the lean transport, ×plain http: {verdict}")
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -667,7 +776,7 @@ def header(b: Bench, quick: bool) -> dict[str, Any]:
     }
     print(
         f"loadbench {__version__} make bench{' --quick' if quick else ''}: client overhead,"
-        " timing error and start-up, against 127.0.0.1 only"
+        " timing error, start-up and https, against 127.0.0.1 only"
     )
     print(f"machine: {os.cpu_count()} CPUs ({cpu_name}), {facts['os']}, Python {facts['python']}")
     print(f"event loop: {uv}")
@@ -702,13 +811,14 @@ def main() -> int:
         facts = header(b, args.quick)
         try:
             life = plan.budget_s + 120
-            bulk = start_server(children, "bulk", b.tmp, life)
+            bulk = start_server(children, "bulk", b.tmp, life, tls_files(b.tmp))
             timed = start_server(children, "timed", b.tmp, life)
             section_events(b, bulk)
             section_requests(b, bulk, timed)
             section_timing(b, timed)
             children.stop(timed.proc)
             section_startup(b, bulk)
+            section_tls(b, bulk)
         except KeyboardInterrupt:
             print("\ninterrupted: every child process stopped", file=sys.stderr)
             status = 130

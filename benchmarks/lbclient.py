@@ -16,6 +16,10 @@ not phase-locked; it costs nothing per token. ``--timing`` (timing cells only, n
 figure) also swaps ``loadbench.client.StreamState`` for ``StampedStreamState``, which keeps
 the server's ``"t"``/``"r"`` stamp of each token event (~0.8 µs per token, measured and
 reported as ``hook_ns_per_token``).
+
+``--tls`` aims at ``https://host:port/v1`` (the reference server's ``--cert`` port); ``--ca``
+makes the client trust that server's CA through ``SSL_CERT_FILE``, as a user with a private CA
+would, so the certificate chain and host name are checked as in a real run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextvars
 import dataclasses
 import gc
 import json
+import os
 import random
 import signal
 import sys
@@ -152,7 +157,7 @@ def scenario(base_url: str, args: argparse.Namespace) -> Scenario:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    base_url = f"http://{args.host}:{args.port}/v1"
+    base_url = f"{'https' if args.tls else 'http'}://{args.host}:{args.port}/v1"
     s = scenario(base_url, args)
     if args.warmup_each:
         warm_load = dataclasses.replace(
@@ -186,6 +191,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "client": f"loadbench-{args.transport}",
         "conc": args.conc,
         "tokens": args.tokens,
+        "tls": args.tls,
         "ok": fig.ok,
         "failed": fig.failed,
         "errors": fig.errors,
@@ -226,6 +232,8 @@ def main() -> None:
     p.add_argument("--stagger-s", type=float, default=0.0)
     p.add_argument("--timeout-s", type=float, default=120.0, help="loadbench's target timeout")
     p.add_argument("--timing", action="store_true", help="benchmark-only stamp + stagger hooks")
+    p.add_argument("--tls", action="store_true", help="https:// instead of http://")
+    p.add_argument("--ca", default="", help="PEM of a CA to trust (sets SSL_CERT_FILE)")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--max-s", type=int, default=120, help="hard limit for this process")
     args = p.parse_args()
@@ -239,6 +247,8 @@ def main() -> None:
             args.uvloop = True
         except ImportError:
             pass
+    if args.ca:
+        os.environ["SSL_CERT_FILE"] = args.ca
     if args.timing:
         loadbench.client.StreamState = StampedStreamState  # type: ignore[misc]
     gc.collect()

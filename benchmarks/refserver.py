@@ -20,6 +20,9 @@ Other routes: ``GET /v1/models`` (the loadbench CLI probes it), ``GET /stats[?si
 until=NS]`` (JSON; lateness restricted to writes in that monotonic window), ``POST /reset``
 (clears counters, lateness and the first-POST stamp). Listens on 127.0.0.1 only, writes
 ``{"port": ..., "pid": ...}`` to ``--ready-file`` once listening, exits after ``--max-life-s``.
+
+``--cert PEM`` (private key and certificate chain in one file) also listens with TLS on a
+second port, announced as ``"tls_port"``: the same server, counters and routes behind both.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import heapq
 import json
 import os
 import re
+import ssl
 import sys
 import time
 from array import array
@@ -369,14 +373,25 @@ async def serve(args: argparse.Namespace) -> None:
             print(f"refserver: timerfd unavailable ({exc}); using loop.call_at", file=sys.stderr)
     server = Server(args.mode, int(args.ttft_ms * 1e6), int(args.itl_ms * 1e6), timer)
     server.loop_name = type(loop).__module__.split(".")[0]
-    listener = await loop.create_server(
-        lambda: Connection(server), "127.0.0.1", args.port, backlog=4096
-    )
-    port = listener.sockets[0].getsockname()[1]
-    if args.ready_file:
-        announce(args.ready_file, {"port": port, "pid": os.getpid(), "loop": server.loop_name})
-    print(f"refserver {args.mode} on 127.0.0.1:{port} ({server.loop_name})", file=sys.stderr)
-    async with listener:
+    async with contextlib.AsyncExitStack() as listeners:
+
+        async def listen(port: int, tls: ssl.SSLContext | None = None) -> int:
+            listener = await loop.create_server(
+                lambda: Connection(server), "127.0.0.1", port, backlog=4096, ssl=tls
+            )
+            await listeners.enter_async_context(listener)
+            return int(listener.sockets[0].getsockname()[1])
+
+        facts: dict[str, object] = {"port": await listen(args.port)}
+        if args.cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(args.cert)
+            facts["tls_port"] = await listen(0, tls)
+        facts.update(pid=os.getpid(), loop=server.loop_name)
+        if args.ready_file:
+            announce(args.ready_file, facts)
+        ports = ", TLS on ".join(str(facts[k]) for k in ("port", "tls_port") if k in facts)
+        print(f"refserver {args.mode} on 127.0.0.1:{ports} ({server.loop_name})", file=sys.stderr)
         await asyncio.sleep(args.max_life_s)  # a bound even if nobody stops us
 
 
@@ -390,6 +405,7 @@ def main() -> None:
     p.add_argument("--max-life-s", type=float, default=900.0)
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--no-timerfd", action="store_true")
+    p.add_argument("--cert", default="", help="PEM key + chain: also listen with TLS")
     args = p.parse_args()
     runner: Callable[..., None] = asyncio.run
     if not args.no_uvloop:
