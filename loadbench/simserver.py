@@ -14,10 +14,10 @@ against a real llama-server. ``prompt_ms`` runs from the moment a request gets i
 its first token, so time spent waiting for a slot shows as ``ttft_outside_prefill`` and as
 ``llamacpp:requests_deferred``, as with llama.cpp's own slots.
 
-HTTP/1.1 is hand-written over ``anyio.create_tcp_listener``: keep-alive and
-``Content-Length`` request bodies, nothing else. A framework would cost more per token than
-the client under test and hide when bytes actually leave. ``SimConfig`` and the pure parts
-(request parsing, fault draw, response bytes) live in ``simfaults``.
+This module holds the model and its entry points. ``SimConfig`` and the pure parts (request
+parsing, fault draw, response bytes) live in ``simfaults``; the hand-written HTTP/1.1 in
+``simhttp``; llama.cpp's formats in ``simllamacpp``; starting it as a child process in
+``simprocess``.
 """
 
 from __future__ import annotations
@@ -27,16 +27,10 @@ import contextlib
 import dataclasses
 import importlib.util
 import random
-import re
-import socket
-import struct
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import anyio
 import anyio.abc
@@ -44,10 +38,9 @@ import orjson
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteStream
 
-from loadbench.errors import LoadbenchError, UsageError
+from loadbench.errors import UsageError
 from loadbench.simfaults import (
     BAD_JSON_CHUNK,
-    DONE_AND_END,
     END_OF_BODY,
     HTTP_401_BODY,
     HTTP_429_BODY,
@@ -62,8 +55,6 @@ from loadbench.simfaults import (
     FaultPlan,
     Outcome,
     SimConfig,
-    StreamFrames,
-    chunk,
     draw_fault,
     empty_tail,
     error_body,
@@ -71,6 +62,20 @@ from loadbench.simfaults import (
     stream_frames,
     whole_body,
 )
+from loadbench.simhttp import (
+    CLIENT_GONE,
+    JSON,
+    SSE_HEAD,
+    Next,
+    Request,
+    arm_reset,
+    keep_or_close,
+    lingering_close,
+    read_request,
+    response_bytes,
+)
+from loadbench.simllamacpp import METRICS, PROMETHEUS, stamped_end, timings_json
+from loadbench.simprocess import SimulatorHandle, config_to_args, host_for_url, simulator_process
 
 __all__ = [
     "Fault",
@@ -82,143 +87,22 @@ __all__ = [
     "simulator_process",
 ]
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_BODY_BYTES = 16 * 1024 * 1024
-_ANNOUNCE_RE = re.compile(rb"listening on http://(?P<host>.+):(?P<port>\d+)/v1")
-_CLIENT_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
-
-
-@dataclass(frozen=True)
-class SimulatorHandle:
-    base_url: str
-    pid: int
-    started_ns: int  # perf_counter_ns when the process was spawned
-    ready_ns: int  # perf_counter_ns when it announced its port
-
-
-# -- HTTP/1.1 framing --------------------------------------------------------------------
-
-_REASONS = {
-    200: b"OK",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    411: b"Length Required",
-    413: b"Content Too Large",
-    429: b"Too Many Requests",
-    500: b"Internal Server Error",
-    503: b"Service Unavailable",
-}
 _COMPLETION_PATHS = (b"/v1/chat/completions", b"/v1/completions")
 _MODELS_BODY = orjson.dumps(
     {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "loadbench"}]}
 )
-_SSE_HEAD = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-    b"transfer-encoding: chunked\r\n"
-)
-_JSON = b"application/json"
-_PROMETHEUS = b"text/plain; version=0.0.4"
 # Faults answered as soon as the request is read, without a slot:
 # status, content type, body, extra header lines.
 _AT_ONCE = {
-    Fault.HTTP_500: (500, _JSON, HTTP_500_BODY, b""),
-    Fault.HTTP_429: (429, _JSON, HTTP_429_BODY, b"retry-after: 1\r\n"),
-    Fault.HTTP_503: (503, _JSON, HTTP_503_BODY, b""),
-    Fault.HTTP_401: (401, _JSON, HTTP_401_BODY, b'www-authenticate: Bearer realm="sim"\r\n'),
+    Fault.HTTP_500: (500, JSON, HTTP_500_BODY, b""),
+    Fault.HTTP_429: (429, JSON, HTTP_429_BODY, b"retry-after: 1\r\n"),
+    Fault.HTTP_503: (503, JSON, HTTP_503_BODY, b""),
+    Fault.HTTP_401: (401, JSON, HTTP_401_BODY, b'www-authenticate: Bearer realm="sim"\r\n'),
     Fault.NOT_SSE: (200, b"text/html; charset=utf-8", NOT_SSE_BODY, b""),
 }
 # Faults that add one broken event after the first token; every token still follows.
 _BAD_EVENTS = {Fault.MALFORMED: MALFORMED_CHUNK, Fault.BAD_JSON: BAD_JSON_CHUNK}
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    method: bytes
-    path: bytes
-    body: bytes
-    keep_alive: bool
-
-
-def _response(
-    status: int, body: bytes, *, keep_alive: bool, extra: bytes = b"", content_type: bytes = _JSON
-) -> bytes:
-    reason = _REASONS.get(status, b"Unknown")
-    head = b"HTTP/1.1 %d %s\r\ncontent-type: %b\r\ncontent-length: %d\r\n" % (
-        status,
-        reason,
-        content_type,
-        len(body),
-    )
-    return head + (b"" if keep_alive else b"connection: close\r\n") + extra + b"\r\n" + body
-
-
-async def _read_request(conn: BufferedByteStream) -> _Request | None:
-    """The next request on the connection, or None when the client closed it between requests."""
-    try:
-        head = await conn.receive_until(b"\r\n\r\n", MAX_HEAD_BYTES)
-    except anyio.IncompleteRead:
-        return None
-    except anyio.DelimiterNotFound:
-        raise BadRequest("request head too large") from None
-    lines = head.lstrip(b"\r\n").split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        raise BadRequest("malformed request line")
-    method, target, version = parts
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise BadRequest("malformed header line")
-        headers[name.lower()] = value.strip()
-    connection = headers.get(b"connection", b"").lower()
-    keep_alive = b"close" not in connection and (
-        version != b"HTTP/1.0" or b"keep-alive" in connection
-    )
-    if headers.get(b"expect", b"").lower() == b"100-continue":
-        await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits 1 s for this otherwise
-    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-        raise BadRequest("chunked request bodies are not supported; send Content-Length", 411)
-    length = headers.get(b"content-length", b"0")
-    if not length.isdigit():
-        raise BadRequest("invalid Content-Length")
-    if int(length) > MAX_BODY_BYTES:
-        raise BadRequest("request body too large", 413)
-    try:
-        body = await conn.receive_exactly(int(length)) if int(length) else b""
-    except anyio.IncompleteRead:
-        return None
-    path = target.partition(b"?")[0]
-    return _Request(method, path, body, keep_alive)
-
-
-class _Next(StrEnum):
-    """What becomes of a connection after a response."""
-
-    KEEP = "keep"
-    CLOSE = "close"  # graceful: FIN after the last byte, then wait for the client's
-    ABORT = "abort"  # at once: a dropped stream or a client already gone
-
-
 _ABORTED = (Outcome.DROP, Outcome.RESET, Outcome.CLIENT_DISCONNECT)
-
-
-def _next(keep_alive: bool) -> _Next:
-    return _Next.KEEP if keep_alive else _Next.CLOSE
-
-
-def _arm_reset(conn: BufferedByteStream) -> None:
-    """Makes the coming close send RST instead of FIN: SO_LINGER on, with a zero timeout.
-
-    Where the option is refused or the raw socket is out of reach, the close stays a FIN,
-    which a client sees the same way: closed before any response.
-    """
-    linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
-    with contextlib.suppress(OSError, LookupError, AttributeError, TypeError):
-        raw = conn.extra(SocketAttribute.raw_socket)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
 
 
 @dataclass(slots=True)
@@ -230,75 +114,6 @@ class _Progress:
     """
 
     outcome: Outcome = Outcome.CLIENT_DISCONNECT
-
-
-async def _linger(conn: BufferedByteStream) -> None:
-    """Closes gracefully, like a web server's lingering close.
-
-    anyio's ``aclose()`` aborts the transport: bytes still queued would be lost, and
-    unread input (a body after a bad head) makes the kernel send RST, which can destroy
-    the response at the client. So: FIN after the last byte, then read until the client
-    closes too, for at most a second.
-    """
-    with contextlib.suppress(*_CLIENT_GONE), anyio.move_on_after(1.0):
-        await conn.send_eof()
-        while await conn.receive():
-            pass
-
-
-# -- llama.cpp's dialect: per-response timings and /metrics ---------------------------------
-
-# (name, type, help) in llama-server's words. No ``n_decode_total``: the simulator has no
-# batched decode step to count, as each request keeps its own token clock.
-_METRICS = (
-    ("prompt_tokens_total", "counter", "Number of prompt tokens processed"),
-    ("prompt_seconds_total", "counter", "Total time spent processing prompts"),
-    ("tokens_predicted_total", "counter", "Number of generation tokens processed"),
-    ("tokens_predicted_seconds_total", "counter", "Total time spent generating tokens"),
-    ("requests_processing", "gauge", "Number of requests processing"),
-    ("requests_deferred", "gauge", "Number of requests deferred"),
-)
-
-
-def _per(numerator: float, denominator: float) -> float | None:
-    """llama.cpp divides regardless and its JSON writer turns inf and nan into null."""
-    return round(numerator / denominator, 3) if denominator else None
-
-
-def _timings(prompt_n: int, prompt_s: float, predicted_n: int, predicted_s: float) -> bytes:
-    """llama.cpp's ``timings`` object (``result_timings::to_json``), its keys in its order."""
-    prompt_ms, predicted_ms = prompt_s * 1e3, predicted_s * 1e3
-    return orjson.dumps(
-        {
-            "cache_n": 0,
-            "prompt_n": prompt_n,
-            "prompt_ms": round(prompt_ms, 3),
-            "prompt_per_token_ms": _per(prompt_ms, prompt_n),
-            "prompt_per_second": _per(1e3 * prompt_n, prompt_ms),
-            "predicted_n": predicted_n,
-            "predicted_ms": round(predicted_ms, 3),
-            "predicted_per_token_ms": _per(predicted_ms, predicted_n),
-            "predicted_per_second": _per(1e3 * predicted_n, predicted_ms),
-        }
-    )
-
-
-def _stamped_event(event: bytes, timings: bytes) -> bytes:
-    """A prebuilt one-event chunk (``data: {...}``) with ``"timings"`` as its last field."""
-    payload = event[event.index(b"\r\n") + 2 : -2]  # the chunk's data, without its framing
-    return chunk(payload[: -len(b"}\n\n")] + b',"timings":%b}\n\n' % timings)
-
-
-def _stamped_end(job: Completion, frames: StreamFrames, timings: bytes) -> tuple[bytes, bytes]:
-    """The final token and the tail, with ``timings`` where llama.cpp puts them.
-
-    That is the stream's last data event: the usage chunk when usage was asked for, else
-    the chunk with the finish_reason.
-    """
-    if job.include_usage:
-        usage_event = frames.tail[: -len(DONE_AND_END)]
-        return frames.last, _stamped_event(usage_event, timings) + DONE_AND_END
-    return _stamped_event(frames.last, timings), frames.tail
 
 
 # -- the simulated model -----------------------------------------------------------------
@@ -348,7 +163,7 @@ class _Simulator:
         lines = [
             f"# HELP llamacpp:{name} {text}\n# TYPE llamacpp:{name} {kind}\n"
             f"llamacpp:{name} {value!r}\n"
-            for (name, kind, text), value in zip(_METRICS, values, strict=True)
+            for (name, kind, text), value in zip(METRICS, values, strict=True)
         ]
         return "".join(lines).encode()
 
@@ -363,7 +178,7 @@ class _Simulator:
         self.prompt_seconds_total += prompt_s
         self.tokens_predicted_total += predicted_n
         self.tokens_predicted_seconds_total += predicted_s
-        return _timings(prompt_n, prompt_s, predicted_n, predicted_s)
+        return timings_json(prompt_n, prompt_s, predicted_n, predicted_s)
 
     def _jittered(self, seconds: float) -> float:
         jitter = self.config.jitter
@@ -394,33 +209,33 @@ class _Simulator:
         """One connection: requests in order until the client closes or a response ends it."""
         conn = BufferedByteStream(stream)
         async with stream:
-            with contextlib.suppress(*_CLIENT_GONE):
+            with contextlib.suppress(*CLIENT_GONE):
                 while True:
                     try:
-                        request = await _read_request(conn)
+                        request = await read_request(conn)
                     except BadRequest as exc:
                         # Counted as a request too, so the outcomes always add up.
                         self.requests += 1
                         self.counts[Outcome.BAD_REQUEST] += 1
                         body = error_body(str(exc), "invalid_request_error")
-                        await conn.send(_response(exc.status, body, keep_alive=False))
-                        await _linger(conn)
+                        await conn.send(response_bytes(exc.status, body, keep_alive=False))
+                        await lingering_close(conn)
                         return
                     if request is None:
                         return
                     after = await self._route(conn, request)
-                    if after is not _Next.KEEP:
-                        if after is _Next.CLOSE:
-                            await _linger(conn)
+                    if after is not Next.KEEP:
+                        if after is Next.CLOSE:
+                            await lingering_close(conn)
                         return
 
-    async def _route(self, conn: BufferedByteStream, request: _Request) -> _Next:
+    async def _route(self, conn: BufferedByteStream, request: Request) -> Next:
         """Answers one request and says what becomes of the connection."""
         method, path, keep = request.method, request.path, request.keep_alive
         if path in _COMPLETION_PATHS and method == b"POST":
             self.requests += 1
             return await self._completion(conn, request, chat=path == b"/v1/chat/completions")
-        status, content_type = 200, _JSON
+        status, content_type = 200, JSON
         if path == b"/health":
             body = b'{"status":"ok"}'
         elif path == b"/v1/models":
@@ -428,7 +243,7 @@ class _Simulator:
         elif path in (b"/stats", b"/v1/stats"):
             body = self.stats()
         elif path == b"/metrics":
-            body, content_type = self.metrics(), _PROMETHEUS
+            body, content_type = self.metrics(), PROMETHEUS
         else:
             status = 405 if path in _COMPLETION_PATHS else 404
         if method != b"GET" and status == 200:
@@ -436,13 +251,11 @@ class _Simulator:
         if status != 200:
             what = "method not allowed" if status == 405 else "no such route"
             message = f"{method.decode('latin-1')} {path.decode('latin-1')}: {what}"
-            body, content_type = error_body(message, "invalid_request_error"), _JSON
-        await conn.send(_response(status, body, keep_alive=keep, content_type=content_type))
-        return _next(keep)
+            body, content_type = error_body(message, "invalid_request_error"), JSON
+        await conn.send(response_bytes(status, body, keep_alive=keep, content_type=content_type))
+        return keep_or_close(keep)
 
-    async def _completion(
-        self, conn: BufferedByteStream, request: _Request, *, chat: bool
-    ) -> _Next:
+    async def _completion(self, conn: BufferedByteStream, request: Request, *, chat: bool) -> Next:
         keep = request.keep_alive
         try:
             default = self.config.max_tokens_default
@@ -450,22 +263,22 @@ class _Simulator:
         except BadRequest as exc:
             self.counts[Outcome.BAD_REQUEST] += 1
             body = error_body(str(exc), "invalid_request_error")
-            await conn.send(_response(exc.status, body, keep_alive=keep))
-            return _next(keep)
+            await conn.send(response_bytes(exc.status, body, keep_alive=keep))
+            return keep_or_close(keep)
         plan = draw_fault(self.fault_rng, self.config, job.max_tokens)
         at_once = _AT_ONCE.get(plan.fault)
         if at_once is not None:
             status, content_type, body, extra = at_once
             self.counts[Outcome(plan.fault.value)] += 1
-            response = _response(
+            response = response_bytes(
                 status, body, keep_alive=keep, extra=extra, content_type=content_type
             )
             await conn.send(response)
-            return _next(keep)
+            return keep_or_close(keep)
         if plan.fault is Fault.RESET:  # the request was read whole, so no unread input
             self.counts[Outcome.RESET] += 1
-            _arm_reset(conn)
-            return _Next.ABORT
+            arm_reset(conn)
+            return Next.ABORT
         self.next_id += 1
         ident = f"{'chatcmpl' if chat else 'cmpl'}-sim{self.next_id}"
         gone = False
@@ -475,7 +288,7 @@ class _Simulator:
             nonlocal gone
             try:
                 data = await conn.receive()
-            except _CLIENT_GONE:
+            except CLIENT_GONE:
                 gone = True
                 scope.cancel()
             else:
@@ -490,11 +303,11 @@ class _Simulator:
                     progress.outcome = await self._stream(conn, job, ident, plan, keep, progress)
                 else:
                     progress.outcome = await self._whole(conn, job, ident, plan, keep, progress)
-            except _CLIENT_GONE:
+            except CLIENT_GONE:
                 gone = True
             tg.cancel_scope.cancel()
         self.counts[progress.outcome] += 1
-        return _Next.ABORT if gone or progress.outcome in _ABORTED else _next(keep)
+        return Next.ABORT if gone or progress.outcome in _ABORTED else keep_or_close(keep)
 
     async def _stream(
         self,
@@ -517,7 +330,7 @@ class _Simulator:
         """
         created = int(time.time())
         frames = stream_frames(job, ident, created)
-        head = _SSE_HEAD + (b"\r\n" if keep else b"connection: close\r\n\r\n")
+        head = SSE_HEAD + (b"\r\n" if keep else b"connection: close\r\n\r\n")
         fault, n = plan.fault, job.max_tokens
         outcome = Outcome.OK if fault is Fault.NONE else Outcome(fault.value)
         no_done = fault is Fault.NO_DONE
@@ -551,7 +364,7 @@ class _Simulator:
                     if not dropping:  # once per request: the timings, then the last bytes
                         prompt_s = first - prefill_from
                         timings = self._finished(job.prompt_tokens, n, prompt_s, first)
-                        last, tail = _stamped_end(job, frames, timings)
+                        last, tail = stamped_end(job, frames, timings)
                     out = last
                 else:
                     out = frames.tokens[k % len(frames.tokens)]
@@ -599,7 +412,7 @@ class _Simulator:
         async with self._slot() as acquired:
             deadline = acquired
             if fault is Fault.SILENT:
-                response = _response(200, body, keep_alive=keep)
+                response = response_bytes(200, body, keep_alive=keep)
                 await conn.send(response[: len(response) - len(body)])
                 progress.outcome = Outcome.SILENT
                 deadline += self.config.stall_s
@@ -620,7 +433,7 @@ class _Simulator:
                     prompt_s = first - prefill_from
                     timings = self._finished(job.prompt_tokens, n, prompt_s, first)
                     body = body[:-1] + b',"timings":%b}' % timings
-                response = _response(200, body, keep_alive=keep)
+                response = response_bytes(200, body, keep_alive=keep)
             await conn.send(response)
             self.tokens_sent += 0 if empty else n
         return Outcome(fault.value) if fault in (Fault.SILENT, Fault.EMPTY) else Outcome.OK
@@ -647,10 +460,6 @@ async def serve(
         await listener.serve(simulator.handle)
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def run(
     config: SimConfig, host: str, port: int, *, announce: Callable[[str], None] = print
 ) -> None:
@@ -662,7 +471,7 @@ def run(
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             bound = await tg.start(serve, config, host, port)
-            announce(f"loadbench simulator listening on http://{_url_host(host)}:{bound}/v1")
+            announce(f"loadbench simulator listening on http://{host_for_url(host)}:{bound}/v1")
             sys.stdout.flush()
 
     options: dict[str, object] = {}
@@ -670,102 +479,6 @@ def run(
         options["use_uvloop"] = True
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(main, backend="asyncio", backend_options=options)
-
-
-def config_to_args(config: SimConfig) -> list[str]:
-    """Flags that rebuild ``config`` in a child process; defaults are left out."""
-    args: list[str] = []
-    for field in dataclasses.fields(SimConfig):
-        value = getattr(config, field.name)
-        if value != field.default:
-            args += [f"--{field.name.replace('_', '-')}", repr(value)]
-    return args
-
-
-async def _read_announce(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[bytes, bool]:
-    """The announce line (empty if none came), and whether the wait timed out.
-
-    A blocking ``readline`` in a worker thread is the one way to read a pipe that works on
-    Windows too; on timeout the child is killed, which ends the read with EOF.
-    """
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    found = b""
-    timed_out = False
-    async with anyio.create_task_group() as tg:
-
-        async def watchdog() -> None:
-            nonlocal timed_out
-            await anyio.sleep(timeout_s)
-            timed_out = True
-            proc.kill()
-
-        tg.start_soon(watchdog)
-        while not found:
-            line = await anyio.to_thread.run_sync(stdout.readline)
-            if not line:
-                break
-            if _ANNOUNCE_RE.search(line):
-                found = line
-        tg.cancel_scope.cancel()
-    return found, timed_out
-
-
-@contextlib.contextmanager
-def simulator_process(
-    config: SimConfig,
-    host: str = "127.0.0.1",
-    startup_timeout_s: float = 15.0,
-    *,
-    command: Sequence[str] | None = None,
-) -> Iterator[SimulatorHandle]:
-    """Runs the simulator in a child process, so its event loop never competes with the client.
-
-    ``command`` replaces ``[python, -m, loadbench, simulate]``. The port is read from the
-    announce line on stdout; stderr goes to a temporary file (a pipe nobody reads could fill
-    and block the child) and its tail is the error message when start-up fails. Call it
-    from synchronous code: it runs a short event loop of its own while it waits.
-    """
-    prefix = (
-        list(command) if command is not None else [sys.executable, "-m", "loadbench", "simulate"]
-    )
-    argv = [*prefix, "--host", host, "--port", "0", *config_to_args(config)]
-    with tempfile.TemporaryFile() as stderr:
-        started_ns = time.perf_counter_ns()
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr) as proc:
-            try:
-                line, timed_out = anyio.run(_read_announce, proc, startup_timeout_s)
-                ready_ns = time.perf_counter_ns()
-                match = _ANNOUNCE_RE.search(line)
-                if match is None:
-                    _stop(proc)
-                    stderr.seek(0)
-                    tail = stderr.read()[-2000:].decode("utf-8", "replace").strip()
-                    why = (
-                        f"did not announce its port within {startup_timeout_s:g} s"
-                        if timed_out
-                        else f"exited with code {proc.returncode} before announcing its port"
-                    )
-                    detail = f":\n{tail}" if tail else ""
-                    raise LoadbenchError(f"the simulator {why} ({' '.join(argv)}){detail}")
-                url_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else _url_host(host)
-                port = int(match["port"])
-                yield SimulatorHandle(
-                    f"http://{url_host}:{port}/v1", proc.pid, started_ns, ready_ns
-                )
-            finally:
-                _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """terminate() is TerminateProcess on Windows, SIGTERM elsewhere; kill() if it lingers."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _parse_args(argv: Sequence[str]) -> tuple[SimConfig, str, int]:
