@@ -13,6 +13,7 @@ https:// (ALPN offers http/1.1 only); HTTP/2 and proxies stay on httpx's own tra
 from __future__ import annotations
 
 import select
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -32,6 +33,9 @@ class MalformedResponse(httpx.RemoteProtocolError):
 
 
 Origin = tuple[str, str, int]  # scheme, host, port
+# An open connection and the socket under it, looked up once: anyio's ``extra()`` builds a
+# dict of every socket attribute per call (~4 µs), too much to pay at each reuse.
+Conn = tuple[anyio.abc.ByteStream, socket.socket | None]
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
@@ -56,7 +60,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, *, verify: bool | ssl.SSLContext = True) -> None:
         self._verify = verify
-        self._idle: dict[Origin, list[anyio.abc.ByteStream]] = {}
+        self._idle: dict[Origin, list[Conn]] = {}
         # Origins that closed a kept-alive connection before answering on it: some servers
         # (llama.cpp's cpp-httplib) close after every streamed response while announcing
         # keep-alive. Their connections are not reused again.
@@ -75,7 +79,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         idle = self._idle.setdefault(key, [])
         payload = _render(request, await request.aread())
         method = request.method.encode()
-        stream, reused = await self._acquire(idle, key, request)
+        conn, reused = await self._acquire(idle, key, request)
+        stream = conn[0]
         buf = b""
         try:
             await stream.send(payload)
@@ -117,7 +122,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise
         decoder = BodyDecoder(head.framing, head.content_length)
         first = decoder.feed(rest) if rest else []
-        body = _Body(stream, decoder, first, idle if head.keep_alive else None, request)
+        body = _Body(conn, decoder, first, idle if head.keep_alive else None, request)
         return httpx.Response(
             head.status,
             headers=head.headers,
@@ -127,21 +132,26 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def _acquire(
         self,
-        idle: list[anyio.abc.ByteStream],
+        idle: list[Conn],
         key: Origin,
         request: httpx.Request,
-    ) -> tuple[anyio.abc.ByteStream, bool]:
+    ) -> tuple[Conn, bool]:
         """The most recent idle connection the server has not closed (and whether it was
         reused), else a new one. Checking before sending, as httpcore does, leaves only
         the race with a close already in flight."""
         while idle and key not in self._no_reuse:
-            stream = idle.pop()
-            if not _closed_by_server(stream):
-                return stream, True
-            await anyio.aclose_forcefully(stream)
+            conn = idle.pop()
+            if not _closed_by_server(conn[1]):
+                return conn, True
+            await anyio.aclose_forcefully(conn[0])
         while idle:
-            await anyio.aclose_forcefully(idle.pop())
-        return await self._connect(key, request), False
+            await anyio.aclose_forcefully(idle.pop()[0])
+        stream = await self._connect(key, request)
+        try:
+            sock: socket.socket | None = stream.extra(SocketAttribute.raw_socket)
+        except anyio.TypedAttributeLookupError:
+            sock = None
+        return (stream, sock), False
 
     async def _connect(self, key: Origin, request: httpx.Request) -> anyio.abc.ByteStream:
         """A new connection; any failure to set it up, TLS handshake included, is a
@@ -182,7 +192,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
-            for stream in idle:
+            for stream, _ in idle:
                 await anyio.aclose_forcefully(stream)
         self._idle.clear()
 
@@ -194,21 +204,22 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return exc.reason or exc.strerror or str(exc)
 
 
-def _closed_by_server(stream: anyio.abc.ByteStream) -> bool:
+def _closed_by_server(sock: socket.socket | None) -> bool:
     """An idle connection with anything to read was closed by the server (EOF or RST).
 
     For TLS the raw socket underneath is checked: a close_notify alert also makes it
     readable, and so does anything else unexpected from an idle server. Either way the
-    connection is not reused.
+    connection is not reused. A stream without a socket underneath is never reused.
     """
+    if sock is None:
+        return True
     try:
-        sock = stream.extra(SocketAttribute.raw_socket)
         if sys.platform == "win32" or not hasattr(select, "poll"):
             return bool(select.select([sock], [], [], 0)[0])
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
-    except (OSError, ValueError, LookupError, anyio.TypedAttributeLookupError):
+    except (OSError, ValueError):
         return True
 
 
@@ -225,13 +236,14 @@ class _Body(httpx.AsyncByteStream):
 
     def __init__(
         self,
-        stream: anyio.abc.ByteStream,
+        conn: Conn,
         decoder: BodyDecoder,
         first: list[bytes],
-        idle: list[anyio.abc.ByteStream] | None,
+        idle: list[Conn] | None,
         request: httpx.Request,
     ) -> None:
-        self._stream: anyio.abc.ByteStream | None = stream
+        self._conn = conn
+        self._stream: anyio.abc.ByteStream | None = conn[0]
         self._decoder = decoder
         self._first = first
         self._idle = idle
@@ -270,6 +282,6 @@ class _Body(httpx.AsyncByteStream):
         if stream is None:
             return
         if self._decoder.done and self._idle is not None:
-            self._idle.append(stream)
+            self._idle.append(self._conn)
         else:
             await anyio.aclose_forcefully(stream)
