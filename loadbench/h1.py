@@ -116,8 +116,9 @@ class BodyDecoder:
         pos = 0
         n = len(buf)
         rem = self._remaining
+        find = buf.find
         while pos < n:
-            if rem:
+            if rem:  # inside a chunk that did not arrive whole
                 take = min(rem, n - pos)
                 data_left = rem - 2  # the chunk's data, excluding its trailing CRLF
                 if data_left > 0:
@@ -126,7 +127,7 @@ class BodyDecoder:
                 pos += take
                 rem -= take
                 continue
-            eol = buf.find(b"\r\n", pos)
+            eol = find(b"\r\n", pos)
             if eol < 0:
                 if n - pos > 1024:
                     raise FramingError("chunk size line too long")
@@ -138,18 +139,22 @@ class BodyDecoder:
                     self.done = True
                     break
                 continue
-            size_text = buf[pos:eol].split(b";", 1)[0].strip()
             try:
-                size = int(size_text, 16)
+                size = int(buf[pos:eol], 16)  # the common line: hex digits, no extension
             except ValueError:
-                raise FramingError(f"bad chunk size {size_text[:20]!r}") from None
+                size = _chunk_size(buf[pos:eol])
             if size < 0:
-                raise FramingError(f"bad chunk size {size_text[:20]!r}")
+                raise FramingError(f"bad chunk size {buf[pos:eol][:20]!r}")
             pos = eol + 2
             if size == 0:
                 self._trailers = True
                 continue
-            rem = size + 2
+            end = pos + size
+            if end + 2 <= n:  # the whole chunk is here (the usual case): one slice
+                out.append(buf[pos:end])
+                pos = end + 2
+            else:
+                rem = size + 2
         self._remaining = rem
         self._buf = buf[pos:] if pos < n and not self.done else b""
         return out
@@ -159,3 +164,12 @@ class BodyDecoder:
         if self._framing is Framing.CLOSE:
             self.done = True
         return self.done
+
+
+def _chunk_size(line: bytes) -> int:
+    """A chunk size line with an extension (``1a;name=value``) or surrounding blanks."""
+    text = line.split(b";", 1)[0].strip()
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise FramingError(f"bad chunk size {text[:20]!r}") from None

@@ -58,8 +58,8 @@ def test_no_body_for_204() -> None:
     assert BodyDecoder(head.framing, head.content_length).done
 
 
-def chunked(pieces: list[bytes], trailers: list[bytes]) -> bytes:
-    out = b"".join(b"%x;ext=1\r\n" % len(p) + p + b"\r\n" for p in pieces if p)
+def chunked(pieces: list[bytes], trailers: list[bytes], ext: bytes = b";ext=1") -> bytes:
+    out = b"".join(b"%x%s\r\n" % (len(p), ext) + p + b"\r\n" for p in pieces if p)
     return out + b"0\r\n" + b"".join(t + b"\r\n" for t in trailers) + b"\r\n"
 
 
@@ -77,11 +77,12 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     pieces=st.lists(st.binary(max_size=300), max_size=12),
     trailers=st.lists(st.sampled_from([b"X-Trailer: 1", b"Y: z"]), max_size=2),
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
+    ext=st.sampled_from([b"", b";ext=1", b" "]),
 )
 def test_chunked_body_survives_any_split(
-    pieces: list[bytes], trailers: list[bytes], cuts: list[int]
+    pieces: list[bytes], trailers: list[bytes], cuts: list[int], ext: bytes
 ) -> None:
-    wire = chunked(pieces, trailers)
+    wire = chunked(pieces, trailers, ext)
     decoder = BodyDecoder(Framing.CHUNKED)
     body = b"".join(b"".join(decoder.feed(part)) for part in split_at(wire, cuts))
     assert body == b"".join(pieces)
@@ -102,9 +103,10 @@ def test_truncated_chunked_body_is_not_done() -> None:
     assert not decoder.eof()
 
 
-def test_bad_chunk_size_is_a_framing_error() -> None:
+@pytest.mark.parametrize("line", [b"zz", b"", b"-5", b"zz;ext=1", b";ext"])
+def test_bad_chunk_size_is_a_framing_error(line: bytes) -> None:
     with pytest.raises(FramingError):
-        BodyDecoder(Framing.CHUNKED).feed(b"zz\r\n")
+        BodyDecoder(Framing.CHUNKED).feed(line + b"\r\n")
 
 
 @given(st.binary(max_size=400))
