@@ -16,12 +16,12 @@ from enum import StrEnum
 from typing import TypeGuard
 from urllib.parse import urlsplit
 
-__all__ = ["Checker", "is_int"]
+__all__ = ["Checker", "is_int", "show"]
 
 _URL_WANT = "an http:// or https:// URL with a host"
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
     """A value about as the user wrote it, and never very long."""
     if isinstance(value, bool):
         text = "true" if value else "false"
@@ -49,14 +49,14 @@ class Checker:
         self.problems.append(problem)
 
     def expected(self, key: str, want: str, value: object) -> None:
-        self.add(f"{key}: expected {want}, got {_show(value)}")
+        self.add(f"{key}: expected {want}, got {show(value)}")
 
     def unknown_keys(self, key: str, table: Mapping[str, object], known: Sequence[str]) -> None:
         for name in table:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.add(f"{key}: unknown key {_show(name)}{hint}")
+                self.add(f"{key}: unknown key {show(name)}{hint}")
 
     def table(
         self, parent: Mapping[str, object], name: str, key: str, known: Sequence[str]

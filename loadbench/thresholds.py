@@ -26,6 +26,7 @@ from typing import Any
 
 from loadbench.errors import UsageError
 from loadbench.metrics import decode, percentile_ms, summarize
+from loadbench.scenario_checks import show
 
 __all__ = [
     "GRAMMAR",
@@ -266,17 +267,6 @@ _SLO_KEYS = (*_SLO_LATENCY_KEYS, "error_rate")
 _STAT_EXAMPLES = ("p50", "p90", "p95", "p99", "p99.9", "mean", "min", "max")
 
 
-def _show(value: object) -> str:
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        try:
-            text = repr(value)
-        except ValueError:  # an int past the 4300-digit conversion limit
-            text = "a very long integer"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -297,7 +287,7 @@ def slo_thresholds(table: object, key: str = "slo") -> tuple[tuple[Threshold, ..
     if table is None:
         return (), []
     if not isinstance(table, Mapping):
-        return (), [f"{key}: expected a table, got {_show(table)}"]
+        return (), [f"{key}: expected a table, got {show(table)}"]
     thresholds: list[Threshold] = []
     problems: list[str] = []
     for name, limits in table.items():
@@ -305,7 +295,7 @@ def slo_thresholds(table: object, key: str = "slo") -> tuple[tuple[Threshold, ..
         if name == "error_rate":
             x = _finite(limits)
             if x is None or not 0.0 <= x <= 1.0:
-                problems.append(f"{where}: expected a number from 0 to 1, got {_show(limits)}")
+                problems.append(f"{where}: expected a number from 0 to 1, got {show(limits)}")
                 continue
             source = format_threshold("error_rate", None, Op.LE, x)
             thresholds.append(Threshold("error_rate", None, Op.LE, x, source))
@@ -316,7 +306,7 @@ def slo_thresholds(table: object, key: str = "slo") -> tuple[tuple[Threshold, ..
             continue
         if not isinstance(limits, Mapping) or not limits:
             problems.append(
-                f"{where}: expected a table such as {{ p95 = 500 }}, got {_show(limits)}"
+                f"{where}: expected a table such as {{ p95 = 500 }}, got {show(limits)}"
             )
             continue
         for stat_key, limit in limits.items():
@@ -331,7 +321,7 @@ def slo_thresholds(table: object, key: str = "slo") -> tuple[tuple[Threshold, ..
             x = _finite(limit)
             if x is None or x <= 0:
                 problems.append(
-                    f"{where}.{stat_key}: expected a positive number, got {_show(limit)}"
+                    f"{where}.{stat_key}: expected a positive number, got {show(limit)}"
                 )
                 continue
             source = format_threshold(metric, stat, Op.LE, x)
