@@ -72,10 +72,6 @@ def _rate(value: float | None) -> str:
     return _NONE if value is None else f"{value:.2f}"
 
 
-def _load(value: float) -> str:
-    return f"{value:g}"
-
-
 def models_of(doc: Mapping[str, Any]) -> list[str]:
     """The document's models in the order of their first stage."""
     return list(dict.fromkeys(str(s["model"]) for s in doc["stages"]))
