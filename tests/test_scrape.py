@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import anyio.abc
 import pytest
@@ -44,14 +46,14 @@ def test_default_metrics_url() -> None:
     assert default_metrics_url("http://h:1/api/v1/") == "http://h:1/api/metrics"
 
 
-@pytest.mark.anyio
-async def test_a_stage_gets_counter_deltas_and_gauge_peaks() -> None:
-    values = iter([120, 150, 180])
+async def scrape_one_stage(next_body: Callable[[], str], seconds: float) -> dict[str, object]:
+    """One stage's metrics from a real /metrics server on 127.0.0.1 that answers each read
+    with ``next_body()``: the before snapshot, ``sample`` for ``seconds``, then ``finish``."""
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             await stream.receive()
-            body = LLAMACPP.replace("total 120", f"total {next(values, 180)}").encode()
+            body = next_body().encode()
             await stream.send(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n"
                 b"content-length: %d\r\n\r\n" % len(body) + body
@@ -62,11 +64,20 @@ async def test_a_stage_gets_counter_deltas_and_gauge_peaks() -> None:
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)
         scraper = MetricsScraper(f"http://127.0.0.1:{port}/metrics")
-        with anyio.move_on_after(1.3):
+        with anyio.move_on_after(seconds):
             await scraper.sample()
         stage = (await scraper.finish()).to_dict()
         await scraper.aclose()
         tg.cancel_scope.cancel()
+    return stage
+
+
+@pytest.mark.anyio
+async def test_a_stage_gets_counter_deltas_and_gauge_peaks() -> None:
+    values = iter([120, 150, 180])
+    stage = await scrape_one_stage(
+        lambda: LLAMACPP.replace("total 120", f"total {next(values, 180)}"), 1.3
+    )
     assert stage["delta"] == {"llamacpp:prompt_tokens_total": 60.0}
     assert stage["peak"]["llamacpp:requests_deferred"] == 5.0  # type: ignore[index]
 
@@ -100,26 +111,8 @@ def test_parse_drops_histogram_buckets_and_created_stamps() -> None:
 async def test_a_stage_gets_histogram_sum_and_count_deltas() -> None:
     """Before: 4 requests queued 1.5 s in all; after: 10 requests, 4.5 s (mean 0.5 s)."""
     bodies = iter([vllm_text(1.5, 4)])
-
-    async def handle(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            await stream.receive()
-            body = next(bodies, vllm_text(4.5, 10)).encode()
-            await stream.send(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n"
-                b"content-length: %d\r\n\r\n" % len(body) + body
-            )
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handle)
-        scraper = MetricsScraper(f"http://127.0.0.1:{port}/metrics")
-        with anyio.move_on_after(0.8):  # the before snapshot, then perhaps one more read
-            await scraper.sample()
-        stage = (await scraper.finish()).to_dict()
-        await scraper.aclose()
-        tg.cancel_scope.cancel()
+    # the before snapshot, then perhaps one more read
+    stage = await scrape_one_stage(lambda: next(bodies, vllm_text(4.5, 10)), 0.8)
     assert stage["delta"] == {
         'vllm:request_queue_time_seconds_sum{model_name="m"}': 3.0,
         'vllm:request_queue_time_seconds_count{model_name="m"}': 6.0,
