@@ -206,7 +206,10 @@ async def test_cancelled_run_keeps_every_request_accounted() -> None:
 
 async def test_goodput_counts_requests_within_every_limit() -> None:
     async with anyio.create_task_group() as tg:
-        sim = await start_sim(SimConfig(ttft_ms=30, itl_ms=1, slots=2), tg)
+        # A request takes 20 + 7 x 10 = 90 ms; TTFT is 20 ms with a free slot. With 2 slots
+        # and 4 workers, half the requests wait most of a request (~90 ms) for one, far past
+        # the 35 ms limit, while the first wave, its connections new, has 15 ms to spare.
+        sim = await start_sim(SimConfig(ttft_ms=20, itl_ms=10, slots=2), tg)
         async with LoadClient(
             base_url=sim.url, api=Api.CHAT, spec=SPEC, timeout_s=10, max_connections=8
         ) as client:
