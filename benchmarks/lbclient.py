@@ -1,6 +1,6 @@
 """loadbench's own engine, driven as ``loadbench run`` drives it, for ``make bench``.
 
-A ``Scenario`` is built from ``loadbench.scenario``'s dataclasses and planned with
+A ``Scenario`` is built from ``loadbench.scenario.model``'s dataclasses and planned with
 ``plan_stages``; one ``LoadClient`` (``--transport lean`` or ``httpx``) runs two closed-loop
 stages through ``engine.run_stage`` under ``anyio.run`` (uvloop when importable, as the CLI
 does): a warmup stage (``--warmup-s`` seconds, or ``--warmup-each`` requests per worker),
@@ -13,7 +13,7 @@ Two benchmark-only hooks, both outside loadbench's stamps. ``--stagger-s`` (with
 above 0) runs ``StaggeredClient``: each worker's first request of a stage waits a random
 ``0..stagger`` before ``LoadClient.execute`` (so before its send stamp), so that streams are
 not phase-locked; it costs nothing per token. ``--timing`` (timing cells only, never a CPU
-figure) also swaps ``loadbench.client.StreamState`` for ``StampedStreamState``, which keeps
+figure) also swaps ``loadbench.http.client.StreamState`` for ``StampedStreamState``, which keeps
 the server's ``"t"``/``"r"`` stamp of each token event (~0.8 µs per token, measured and
 reported as ``hook_ns_per_token``).
 
@@ -40,20 +40,12 @@ from typing import Any
 import anyio
 from stamps import StampedRequest, clock_offset_ns, timing_errors
 
-import loadbench.client
-from loadbench.client import LoadClient, StreamState
-from loadbench.engine import RunState, run_stage
-from loadbench.plan import plan_stages
+import loadbench.http.client
+from loadbench.http.client import LoadClient, StreamState
 from loadbench.records import RequestRecord
-from loadbench.scenario import (
-    Api,
-    Arrival,
-    LoadMode,
-    LoadSpec,
-    RequestSpec,
-    Scenario,
-    Target,
-)
+from loadbench.run.engine import RunState, run_stage
+from loadbench.run.plan import plan_stages
+from loadbench.scenario.model import Api, Arrival, LoadMode, LoadSpec, RequestSpec, Scenario, Target
 
 _MODEL = "bench-model"
 _PROMPTS = ("Say hello.",)
@@ -250,7 +242,7 @@ def main() -> None:
     if args.ca:
         os.environ["SSL_CERT_FILE"] = args.ca
     if args.timing:
-        loadbench.client.StreamState = StampedStreamState  # type: ignore[misc]
+        loadbench.http.client.StreamState = StampedStreamState  # type: ignore[misc]
     gc.collect()
     result = anyio.run(run, args, backend_options={"use_uvloop": True} if args.uvloop else {})
     print(json.dumps(result), flush=True)

@@ -7,12 +7,14 @@
      └── TargetUnreachable         exit 3, no answer from the target before the first stage
 
 Only the CLI catches these; it prints ``Error: <message>`` and exits with ``exit_code``.
-Server failures during a run are *not* errors: they are counted on the records.
+Server failures during a run are *not* errors: they are counted on the records. ``show``
+renders a bad value for a message, the same way everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime, time
 
 
 class LoadbenchError(Exception):
@@ -46,3 +48,17 @@ class ResultFileError(UsageError):
 
 class TargetUnreachable(LoadbenchError):
     exit_code = 3
+
+
+def show(value: object) -> str:
+    """A value about as the user wrote it, and never very long."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, datetime | date | time):
+        text = value.isoformat()
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an int past the 4300-digit conversion limit
+            text = "a very long integer"
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -3,7 +3,7 @@
 A threshold is a tiny expression, as in k6: ``ttft.p95<500ms``, ``error_rate<1%``,
 ``requests_per_s>=5``. It comes from ``--threshold`` on the command line or from the
 scenario's ``[slo]`` table (every SLO limit is an upper bound, ``<=``). Checking is a pure
-function of a stage dict as :mod:`loadbench.results` writes it, so a threshold can be
+function of a stage dict as :mod:`loadbench.results.file` writes it, so a threshold can be
 applied again to any result file, long after the run.
 
 Units inside a threshold: latencies in ms, ``error_rate`` a fraction 0..1, throughputs
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from loadbench.errors import UsageError
+from loadbench.errors import UsageError, show
 from loadbench.metrics import decode, percentile_ms, summarize
-from loadbench.scenario_checks import show
 
 __all__ = [
     "GRAMMAR",

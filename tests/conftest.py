@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from loadbench.simserver import SimConfig, serve
+from loadbench.sim.server import SimConfig, serve
 
 FAST = SimConfig(ttft_ms=5, itl_ms=1, slots=64, seed=1)
 

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadbench.analysis import (
+from loadbench.metrics import encode, new_histogram, record, summarize
+from loadbench.results.analysis import (
     KNEE_EFFICIENCY,
     KNEE_LATENCY_RISE,
     KNEE_QUEUE_FACTOR,
     KNEE_RULE,
     summarize_run,
 )
-from loadbench.metrics import encode, new_histogram, record, summarize
 from loadbench.thresholds import parse_threshold
 
 LOADS = (1, 2, 4, 8, 16, 32, 64)

@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadbench.analysis import summarize_run
 from loadbench.cli import main
-from loadbench.compare import compare
 from loadbench.errors import LoadbenchError
-from loadbench.merge import merge_results
-from loadbench.report import csv_text, markdown
-from loadbench.results import load_result
+from loadbench.report.document import csv_text, markdown
+from loadbench.results.analysis import summarize_run
+from loadbench.results.compare import compare
+from loadbench.results.file import load_result
+from loadbench.results.merge import merge_results
 from tests.test_analysis import make_doc, make_stage
 
 VALID = make_doc([make_stage(concurrency=1, ttft=[50.0] * 20), make_stage(concurrency=4)])

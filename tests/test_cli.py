@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from loadbench.cli import main
 from loadbench.metrics import decode
-from loadbench.results import schema
-from loadbench.simserver import SimConfig, simulator_process
+from loadbench.results.file import schema
+from loadbench.sim.server import SimConfig, simulator_process
 
 TINY = """
     name = "tiny"

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from loadbench.metrics import decode
-from loadbench.results import schema
+from loadbench.results.file import schema
 
 SCENARIO = """
 name = "gate"

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadbench.client import LoadClient, StreamState
+from loadbench.http.client import LoadClient, StreamState
 from loadbench.records import RequestRecord
-from loadbench.scenario import Api, RequestSpec
+from loadbench.scenario.model import Api, RequestSpec
 from tests.conftest import Sim
 
 pytestmark = pytest.mark.anyio

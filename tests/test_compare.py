@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadbench.compare import (
+from loadbench.errors import UsageError
+from loadbench.metrics import new_histogram, percentile_ms, record_many
+from loadbench.results.compare import (
     DEFAULT_METRICS,
     Verdict,
     compare,
     parse_tolerance,
     percentile_interval_ms,
 )
-from loadbench.errors import UsageError
-from loadbench.metrics import new_histogram, percentile_ms, record_many
 from tests.test_analysis import make_doc, make_stage
 
 

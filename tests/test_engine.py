@@ -9,11 +9,11 @@ import anyio
 import httpx
 import pytest
 
-from loadbench.client import LoadClient
-from loadbench.engine import RunState, StageResult, run_stage
-from loadbench.plan import StagePlan, arrival_offsets_ns
-from loadbench.scenario import Api, Arrival, LoadMode, RequestSpec
-from loadbench.simserver import SimConfig
+from loadbench.http.client import LoadClient
+from loadbench.run.engine import RunState, StageResult, run_stage
+from loadbench.run.plan import StagePlan, arrival_offsets_ns
+from loadbench.scenario.model import Api, Arrival, LoadMode, RequestSpec
+from loadbench.sim.server import SimConfig
 from tests.conftest import Sim, start_sim
 
 pytestmark = pytest.mark.anyio

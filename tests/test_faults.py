@@ -22,11 +22,11 @@ import anyio
 import httpx
 import pytest
 
-from loadbench.client import LoadClient
-from loadbench.engine import RunState, StageResult, run_stage
-from loadbench.scenario import Api, RequestSpec
-from loadbench.simfaults import RATE_FIELDS
-from loadbench.simserver import SimConfig
+from loadbench.http.client import LoadClient
+from loadbench.run.engine import RunState, StageResult, run_stage
+from loadbench.scenario.model import Api, RequestSpec
+from loadbench.sim.faults import RATE_FIELDS
+from loadbench.sim.server import SimConfig
 from tests.conftest import start_sim
 from tests.test_engine import PROMPTS, closed
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadbench.h1 import BodyDecoder, Framing, FramingError, parse_head
+from loadbench.http.h1 import BodyDecoder, Framing, FramingError, parse_head
 
 
 def test_parse_head_chunked_keep_alive() -> None:

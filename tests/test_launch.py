@@ -20,9 +20,10 @@ import orjson
 import pytest
 
 from loadbench.errors import ScenarioError
-from loadbench.launch import default_ready_url
-from loadbench.scenario import load_scenario, redact_argv
-from loadbench.simserver import SimConfig, simulator_process
+from loadbench.run.launch import default_ready_url
+from loadbench.scenario import load_scenario
+from loadbench.scenario.model import redact_argv
+from loadbench.sim.server import SimConfig, simulator_process
 
 
 def free_port() -> int:

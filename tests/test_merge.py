@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadbench.errors import UsageError
-from loadbench.merge import merge_results
 from loadbench.metrics import decode, summarize
-from loadbench.results import schema
+from loadbench.results.file import schema
+from loadbench.results.merge import merge_results
 from tests.test_analysis import make_doc, make_stage
 
 

@@ -8,8 +8,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from loadbench.monitor import ClientMonitor, ServerMonitor, find_listening_pid, judge
-from loadbench.simserver import SimConfig, simulator_process
+from loadbench.observe.monitor import ClientMonitor, ServerMonitor, find_listening_pid, judge
+from loadbench.sim.server import SimConfig, simulator_process
 
 
 def test_judge_flags_a_busy_or_laggy_client() -> None:

@@ -13,17 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import loadbench.plan
-from loadbench.plan import StagePlan, arrival_offsets_ns, plan_stages
-from loadbench.scenario import (
-    Api,
-    Arrival,
-    LoadMode,
-    LoadSpec,
-    RequestSpec,
-    Scenario,
-    Target,
-)
+import loadbench.run.plan
+from loadbench.run.plan import StagePlan, arrival_offsets_ns, plan_stages
+from loadbench.scenario.model import Api, Arrival, LoadMode, LoadSpec, RequestSpec, Scenario, Target
 
 NS = 1_000_000_000
 
@@ -225,7 +217,7 @@ def test_every_model_sees_the_same_schedule() -> None:
 
 
 def test_plan_module_is_pure() -> None:
-    tree = ast.parse(Path(loadbench.plan.__file__).read_text())
+    tree = ast.parse(Path(loadbench.run.plan.__file__).read_text())
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loadbench import plots
 from loadbench.errors import UsageError
+from loadbench.report import plots
 from tests.test_report import make_doc, make_stage, sweep_doc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

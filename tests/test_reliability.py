@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from loadbench.errors import UsageError
-from loadbench.limits import ensure_open_files
+from loadbench.run.limits import ensure_open_files
 
 BASE = """
     name = "rel"

@@ -2,7 +2,7 @@
 
 Result documents are built here with the real histogram code (so ``histograms`` and
 ``latency_ms`` agree as in a result file) and a hand-written ``summary`` of the shape
-``loadbench.analysis.summarize_run`` produces; the plot tests reuse them.
+``loadbench.results.analysis.summarize_run`` produces; the plot tests reuse them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from loadbench import report
 from loadbench.metrics import encode, new_histogram, record, summarize
+from loadbench.report import document as report
 
 KNEE_RULE = "the knee is the last stage before tok/s grows < 10 % while TTFT p95 grows > 50 %"
 
@@ -474,7 +474,7 @@ def test_html_escapes_what_the_documents_contain() -> None:
 
 def test_reports_and_plots_import_without_matplotlib() -> None:
     """matplotlib is an extra: importing report or plots must not load it."""
-    code = "import sys, loadbench.report, loadbench.plots; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, loadbench.report; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

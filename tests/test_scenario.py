@@ -15,18 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loadbench.errors import LoadbenchError, ScenarioError, UsageError
-from loadbench.scenario import (
-    BASE_URL_ENV,
-    Api,
-    Arrival,
-    LoadMode,
-    Scenario,
-    SimulateSpec,
-    apply_overrides,
-    load_scenario,
-    parse_float_list,
-    parse_int_list,
-)
+from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
+from loadbench.scenario.model import BASE_URL_ENV, Api, Arrival, LoadMode, Scenario, SimulateSpec
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
 
@@ -902,3 +892,11 @@ def test_pathological_nesting(tmp_path: Path) -> None:
         (tmp_path / "p.json").write_text(content)
         with pytest.raises(ScenarioError):
             load_scenario(write(tmp_path, text), env={})
+
+
+def test_the_reader_knows_every_simulator_fault_rate() -> None:
+    """``[target.simulate]`` checks its fault rates by name without importing the simulator."""
+    from loadbench.scenario.read import _SIM_FAULTS
+    from loadbench.sim.faults import RATE_FIELDS
+
+    assert sorted(_SIM_FAULTS) == sorted(RATE_FIELDS)

@@ -8,7 +8,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from loadbench.scrape import MetricsScraper, default_metrics_url, parse_metrics
+from loadbench.observe.scrape import MetricsScraper, default_metrics_url, parse_metrics
 
 LLAMACPP = """\
 # HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.

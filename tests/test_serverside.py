@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from loadbench import serverside
-from loadbench.serverside import MeanSplit, TtftSplit
+from loadbench.observe import serverside
+from loadbench.observe.serverside import MeanSplit, TtftSplit
 
 
 def lat(p50: float, p95: float, *, mean: float | None = None, count: int = 16) -> dict[str, Any]:

@@ -23,8 +23,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadbench.scrape import parse_metrics
-from loadbench.simserver import SimConfig, serve
+from loadbench.observe.scrape import parse_metrics
+from loadbench.sim.server import SimConfig, serve
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "count to ten please"}]  # 4 prompt tokens

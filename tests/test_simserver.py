@@ -24,8 +24,9 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from loadbench.errors import LoadbenchError, UsageError
-from loadbench.simfaults import NOT_SSE_BODY, draw_fault
-from loadbench.simserver import (
+from loadbench.http.sse import SSEDecoder
+from loadbench.sim.faults import NOT_SSE_BODY, draw_fault
+from loadbench.sim.server import (
     Fault,
     SimConfig,
     _parse_args,
@@ -33,7 +34,6 @@ from loadbench.simserver import (
     serve,
     simulator_process,
 )
-from loadbench.sse import SSEDecoder
 
 FAST = SimConfig(ttft_ms=5.0, itl_ms=1.0)
 CHAT = "/v1/chat/completions"
@@ -780,7 +780,7 @@ def test_config_to_args_round_trips_through_the_parser() -> None:
 
 
 def test_simulator_process_starts_answers_and_stops() -> None:
-    command = [sys.executable, "-m", "loadbench.simserver"]
+    command = [sys.executable, "-m", "loadbench.sim.server"]
     with simulator_process(FAST, command=command) as handle:
         assert handle.base_url.startswith("http://127.0.0.1:")
         assert handle.base_url.endswith("/v1")

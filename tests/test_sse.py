@@ -13,7 +13,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadbench.sse import SSEDecoder
+from loadbench.http.sse import SSEDecoder
 
 BOM = b"\xef\xbb\xbf"
 

@@ -21,11 +21,11 @@ import pytest
 import trustme
 from anyio.streams.tls import TLSListener, TLSStream
 
-from loadbench.client import LoadClient, make_transport
+from loadbench.http.client import LoadClient, make_transport
+from loadbench.http.transport import LeanTransport
 from loadbench.records import RequestRecord
-from loadbench.scenario import Api
-from loadbench.simserver import SimConfig, _Simulator
-from loadbench.transport import LeanTransport
+from loadbench.scenario.model import Api
+from loadbench.sim.server import SimConfig, _Simulator
 from tests.test_client import DONE, END, ROLE, SPEC, SSE_HEAD, _read_request, delta
 
 pytestmark = pytest.mark.anyio

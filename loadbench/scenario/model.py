@@ -2,23 +2,19 @@
 
 The target (a URL, a server loadbench launches, or the built-in simulator), the models, the
 prompts, the request body and the load shape. ``load_scenario`` reads one TOML file into a
-``Scenario`` and ``apply_overrides`` lays the command line on top; both raise only
-``ScenarioError``, listing every problem at once. Their reading and checking live in
-``scenario_file``, which imports this module; this one imports it back only inside those
-two functions, so the data model has no parsing in it and no import cycle.
+``Scenario`` (``read``) and ``apply_overrides`` lays the command line on top (``overrides``);
+both raise only ``ScenarioError``, listing every problem at once. This module holds the data
+model alone and imports neither of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
-from loadbench.errors import UsageError
 from loadbench.thresholds import Threshold
 
 __all__ = [
@@ -32,10 +28,6 @@ __all__ = [
     "Scenario",
     "SimulateSpec",
     "Target",
-    "apply_overrides",
-    "load_scenario",
-    "parse_float_list",
-    "parse_int_list",
     "redact_argv",
 ]
 
@@ -195,76 +187,6 @@ class Scenario:
 # Checked in this order; the first one set (not blank) wins. Foundry Local prints its
 # endpoint without the /v1 that its OpenAI-compatible routes live under.
 BASE_URL_ENV = ("LOADBENCH_BASE_URL", "OPENAI_BASE_URL", "FOUNDRY_LOCAL_ENDPOINT")
-
-
-def load_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Scenario:
-    """Read, check and resolve the scenario at ``path``; raises only ``ScenarioError``.
-
-    ``env`` (``os.environ`` when None) may redirect the target: the first of
-    ``LOADBENCH_BASE_URL``, ``OPENAI_BASE_URL`` and ``FOUNDRY_LOCAL_ENDPOINT`` that is set
-    and not blank replaces ``target.base_url`` and drops ``[target.simulate]``, so the same
-    file aims at a real server. An override with no path gets ``/v1`` appended, and so does
-    a ``FOUNDRY_LOCAL_ENDPOINT`` that does not end in ``/v1``. ``--base-url`` on the command
-    line beats all of them (``apply_overrides``). The file itself is still checked whole.
-    """
-    from loadbench.scenario_file import read_scenario  # here: it imports this module
-
-    return read_scenario(path, env)
-
-
-def apply_overrides(
-    s: Scenario,
-    *,
-    base_url: str | None = None,
-    models: Sequence[str] = (),
-    concurrency: Sequence[int] = (),
-    rate: Sequence[float] = (),
-    requests: int | None = None,
-    duration_s: float | None = None,
-) -> Scenario:
-    """The command line's options on top of the file, checked like the file.
-
-    ``--base-url`` also drops ``[target.simulate]`` and ``[target.launch]``: the target is
-    elsewhere. ``--concurrency`` makes the stages
-    closed-loop and ``--rate`` open-loop; ``--requests`` clears ``duration_s`` and back.
-    """
-    from loadbench.scenario_file import check_overrides  # here: it imports this module
-
-    return check_overrides(
-        s,
-        base_url=base_url,
-        models=models,
-        concurrency=concurrency,
-        rate=rate,
-        requests=requests,
-        duration_s=duration_s,
-    )
-
-
-def parse_int_list(text: str, option: str) -> tuple[int, ...]:
-    """``"1,4,16"`` from a command-line option into positive integers."""
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise UsageError(
-            f"{option}: expected a comma-separated list of positive integers, got {text!r}"
-        )
-    return values
-
-
-def parse_float_list(text: str, option: str) -> tuple[float, ...]:
-    """``"2,8.5"`` from a command-line option into positive finite numbers."""
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise UsageError(
-            f"{option}: expected a comma-separated list of positive numbers, got {text!r}"
-        )
-    return values
 
 
 _SECRET_FLAG = re.compile(r"(key|token|secret|passw|auth)", re.IGNORECASE)

@@ -1,11 +1,10 @@
 """The scenario file read, checked and resolved into a ``Scenario``.
 
-This is the work behind ``scenario.load_scenario`` and ``scenario.apply_overrides``, kept
-apart so the data model reads on its own: this module imports ``scenario``, which imports it
-back only inside those two functions. The checks collect every problem in the file and raise
-one ``ScenarioError`` that lists them all, each as ``key.path: expected <what>, got <value>``,
-so a user fixes a file in one pass. Nothing else ever leaves ``read_scenario``, whatever the
-bytes: it is fuzzed.
+Kept apart from the data model (``model``), which imports nothing from here, so it reads
+on its own. The checks collect every problem in the file and raise one ``ScenarioError``
+that lists them all, each as ``key.path: expected <what>, got <value>``, so a user fixes a
+file in one pass. Nothing else ever leaves ``load_scenario``, whatever the bytes: it is
+fuzzed.
 
 The limits below (requests per stage, concurrency, lowest rate, 64-bit integers) are not
 taste: the plan holds every request's due time in memory as a finite number of ns, and the
@@ -21,12 +20,13 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from loadbench.errors import ScenarioError
-from loadbench.scenario import (
+from loadbench.scenario.checks import Checker, is_int
+from loadbench.scenario.model import (
     BASE_URL_ENV,
     Api,
     Arrival,
@@ -38,11 +38,9 @@ from loadbench.scenario import (
     SimulateSpec,
     Target,
 )
-from loadbench.scenario_checks import Checker, is_int
-from loadbench.simfaults import RATE_FIELDS
 from loadbench.thresholds import Threshold, slo_thresholds
 
-__all__ = ["check_overrides", "read_scenario"]
+__all__ = ["load_scenario"]
 
 MAX_STAGE_REQUESTS = 1_000_000  # warmup + measured, per stage: the plan holds them all
 MAX_CONCURRENCY = 100_000
@@ -69,14 +67,23 @@ _TARGET_KEYS = (
 )
 _LAUNCH_KEYS = tuple(f.name for f in dataclasses.fields(LaunchSpec))
 _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
-_SIM_FAULTS = RATE_FIELDS
+# The fault rates (``sim.faults.RATE_FIELDS``, the same names; a test holds them equal).
+_SIM_FAULTS = tuple(n for n in _SIM_KEYS if n.endswith("_rate"))
 _PROMPT_KEYS = ("items", "file")
 _REQUEST_KEYS = ("max_tokens", "temperature", "stream", "extra")
 _LOAD_KEYS = tuple(f.name for f in dataclasses.fields(LoadSpec) if f.name != "mode")
 
 
-def read_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Scenario:
-    """``scenario.load_scenario``, which documents what the environment may change."""
+def load_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Scenario:
+    """Read, check and resolve the scenario at ``path``; raises only ``ScenarioError``.
+
+    ``env`` (``os.environ`` when None) may redirect the target: the first of
+    ``LOADBENCH_BASE_URL``, ``OPENAI_BASE_URL`` and ``FOUNDRY_LOCAL_ENDPOINT`` that is set
+    and not blank replaces ``target.base_url`` and drops ``[target.simulate]``, so the same
+    file aims at a real server. An override with no path gets ``/v1`` appended, and so does
+    a ``FOUNDRY_LOCAL_ENDPOINT`` that does not end in ``/v1``. ``--base-url`` on the command
+    line beats all of them (``apply_overrides``). The file itself is still checked whole.
+    """
     if env is None:
         env = os.environ
     shown = str(path)
@@ -97,58 +104,6 @@ def read_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Sce
     if scenario is None:
         raise ScenarioError(shown, c.problems)
     return scenario
-
-
-def check_overrides(
-    s: Scenario,
-    *,
-    base_url: str | None = None,
-    models: Sequence[str] = (),
-    concurrency: Sequence[int] = (),
-    rate: Sequence[float] = (),
-    requests: int | None = None,
-    duration_s: float | None = None,
-) -> Scenario:
-    """``scenario.apply_overrides``, which documents what each option replaces."""
-    c = Checker()
-    target, load, chosen = s.target, s.load, s.models
-    if base_url is not None:
-        url = c.url("--base-url", base_url, override=True)
-        if url is not None:
-            target = dataclasses.replace(target, base_url=url, simulate=None, launch=None)
-    if models:
-        for i, name in enumerate(models):
-            if c.string("--model", name) is not None and name in models[:i]:
-                c.expected("--model", "each model once", name)
-        chosen = tuple(models)
-    if concurrency and rate:
-        c.add("--concurrency, --rate: expected one of them, got both")
-    elif concurrency:
-        for v in concurrency:
-            if not (is_int(v) and 1 <= v <= MAX_CONCURRENCY):
-                c.expected("--concurrency", f"positive integers up to {MAX_CONCURRENCY}", v)
-        load = dataclasses.replace(
-            load, mode=LoadMode.CONCURRENCY, concurrency=tuple(concurrency), rate=()
-        )
-    elif rate:
-        want = f"positive numbers of at least {MIN_RATE:g}"
-        rates = [c.number("--rate", v, low=MIN_RATE, want=want) for v in rate]
-        good = tuple(r for r in rates if r is not None)
-        load = dataclasses.replace(load, mode=LoadMode.RATE, rate=good, concurrency=())
-    if requests is not None and duration_s is not None:
-        c.add("--requests, --duration-s: expected one of them, got both")
-    elif requests is not None:
-        if c.integer("--requests", requests, 1, MAX_STAGE_REQUESTS) is not None:
-            load = dataclasses.replace(load, requests=requests, duration_s=None)
-    elif duration_s is not None:
-        seconds = c.number("--duration-s", duration_s, positive=True, high=MAX_DURATION_S)
-        if seconds is not None:
-            load = dataclasses.replace(load, duration_s=seconds, requests=None)
-    if not c.problems:
-        c.problems.extend(_stage_size_problems(load))
-    if c.problems:
-        raise ScenarioError("command line", c.problems)
-    return dataclasses.replace(s, target=target, models=chosen, load=load)
 
 
 # -- reading files -------------------------------------------------------------------------
@@ -266,7 +221,7 @@ def _build(
         slo, problems = slo_thresholds(doc["slo"])
         c.problems.extend(problems)
     if load is not None and not c.problems:
-        c.problems.extend(_stage_size_problems(load))
+        c.problems.extend(stage_size_problems(load))
     if c.problems or name is None or target is None or request is None or load is None:
         return None
     return Scenario(name, str(file), target, models, prompts, prompts_file, request, load, slo)
@@ -583,7 +538,7 @@ def _load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
     )
 
 
-def _stage_size_problems(load: LoadSpec) -> list[str]:
+def stage_size_problems(load: LoadSpec) -> list[str]:
     """Cross-field limits: how many due times one stage's plan would hold."""
     problems: list[str] = []
     if load.requests is not None and load.warmup + load.requests > MAX_STAGE_REQUESTS:

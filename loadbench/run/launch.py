@@ -24,8 +24,8 @@ from typing import IO, Any
 import httpx
 
 from loadbench.errors import TargetUnreachable, UsageError
+from loadbench.observe import beside_api
 from loadbench.scenario import LaunchSpec, redact_argv
-from loadbench.scrape import beside_api
 
 __all__ = ["Launched", "default_ready_url", "launched_server"]
 

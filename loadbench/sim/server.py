@@ -39,7 +39,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteStream
 
 from loadbench.errors import UsageError
-from loadbench.simfaults import (
+from loadbench.sim.faults import (
     BAD_JSON_CHUNK,
     END_OF_BODY,
     HTTP_401_BODY,
@@ -62,7 +62,7 @@ from loadbench.simfaults import (
     stream_frames,
     whole_body,
 )
-from loadbench.simhttp import (
+from loadbench.sim.http import (
     CLIENT_GONE,
     JSON,
     SSE_HEAD,
@@ -74,8 +74,8 @@ from loadbench.simhttp import (
     read_request,
     response_bytes,
 )
-from loadbench.simllamacpp import METRICS, PROMETHEUS, stamped_end, timings_json
-from loadbench.simprocess import SimulatorHandle, config_to_args, host_for_url, simulator_process
+from loadbench.sim.llamacpp import METRICS, PROMETHEUS, stamped_end, timings_json
+from loadbench.sim.process import SimulatorHandle, config_to_args, host_for_url, simulator_process
 
 __all__ = [
     "Fault",
@@ -482,8 +482,8 @@ def run(
 
 
 def _parse_args(argv: Sequence[str]) -> tuple[SimConfig, str, int]:
-    """The same flags as ``loadbench simulate``, for ``python -m loadbench.simserver``."""
-    parser = argparse.ArgumentParser(prog="python -m loadbench.simserver")
+    """The same flags as ``loadbench simulate``, for ``python -m loadbench.sim.server``."""
+    parser = argparse.ArgumentParser(prog="python -m loadbench.sim.server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     for field in dataclasses.fields(SimConfig):

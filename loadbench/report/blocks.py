@@ -1,6 +1,6 @@
 """The block model a report is made of, and its Markdown and HTML renderers.
 
-:mod:`loadbench.report` decides what a report says, as one list of blocks (headings,
+:mod:`loadbench.report.document` decides what a report says, as one list of blocks (headings,
 paragraphs, tables, term lists); this module holds that model and draws it as Markdown or
 as a self-contained HTML page, so that what a report says and how it looks change apart.
 Block text is plain text: each renderer escapes it for its own format.

@@ -6,11 +6,11 @@ and without a GPU, two builds, two models) can be read side by side.
 
 The Markdown and the HTML report say the same things because both render one list of
 blocks (headings, paragraphs, tables, term lists) built once by :func:`_blocks`; how the
-blocks look in each format (escaping, CSS, embedded plots) is :mod:`loadbench.blocks`.
+blocks look in each format (escaping, CSS, embedded plots) is :mod:`loadbench.report.blocks`.
 Numbers are formatted for reading (latencies in ms with 1 decimal, 2 below 10 ms; rates
-with 2); the CSV keeps the result file's full values for spreadsheets and scripts. What the server
-says about itself (per-response timings, ``/metrics``, cold start) is read by
-:mod:`loadbench.serverside`; this module only lays it out.
+with 2); the CSV keeps the result file's full values for spreadsheets and scripts. What the
+server says about itself (per-response timings, ``/metrics``, cold start) is read by
+:mod:`loadbench.observe.serverside`; this module only lays it out.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from loadbench import serverside
-from loadbench.blocks import Block, Heading, Para, Table, Terms, to_html, to_markdown
-from loadbench.serverside import ServerFigures
+from loadbench.observe import ServerFigures, serverside
+from loadbench.report.blocks import Block, Heading, Para, Table, Terms, to_html, to_markdown
 
 Run = tuple[str, Mapping[str, Any]]
 
@@ -499,7 +498,7 @@ def _blocks(runs: Sequence[Run]) -> list[Block]:
     ]
 
 
-# --- Markdown and HTML: the blocks, rendered by loadbench.blocks ----------------------------
+# --- Markdown and HTML: the blocks, rendered by report.blocks ---------------------------
 
 
 def markdown(runs: Sequence[Run]) -> str:
@@ -511,7 +510,7 @@ def html(runs: Sequence[Run], images: Mapping[str, bytes] | None = None) -> str:
     """A self-contained page: inline CSS, no script, PNGs embedded as ``data:`` URIs.
 
     ``images`` maps a file name (its caption) to PNG bytes, e.g. from
-    :func:`loadbench.plots.plot_images`; the plots follow the runs table.
+    :func:`loadbench.report.plots.plot_images`; the plots follow the runs table.
     """
     blocks = _blocks(runs)
     # after the runs section, before the first run's tables

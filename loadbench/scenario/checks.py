@@ -1,6 +1,6 @@
 """The checks a scenario's values go through, and how each problem reads.
 
-Kept apart from ``scenario_file`` because they know nothing of any section: each check takes
+Kept apart from ``read`` because they know nothing of any section: each check takes
 a key path and a value, returns the good value or adds one problem worded
 ``key.path: expected <what>, got <value>``, rather than raise. The command line's options go
 through the same checks, with the option as the key (``--rate``).
@@ -11,28 +11,15 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, time
 from enum import StrEnum
 from typing import TypeGuard
 from urllib.parse import urlsplit
 
-__all__ = ["Checker", "is_int", "show"]
+from loadbench.errors import show
+
+__all__ = ["Checker", "is_int", "show"]  # show lives in errors: thresholds use it too
 
 _URL_WANT = "an http:// or https:// URL with a host"
-
-
-def show(value: object) -> str:
-    """A value about as the user wrote it, and never very long."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, datetime | date | time):
-        text = value.isoformat()
-    else:
-        try:
-            text = repr(value)
-        except ValueError:  # an int past the 4300-digit conversion limit
-            text = "a very long integer"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def is_int(value: object) -> TypeGuard[int]:

@@ -23,7 +23,7 @@ import anyio.abc
 import httpx
 from anyio.abc import SocketAttribute
 
-from loadbench.h1 import MAX_HEAD_BYTES, BodyDecoder, FramingError, parse_head
+from loadbench.http.h1 import MAX_HEAD_BYTES, BodyDecoder, FramingError, parse_head
 
 _READ_SIZE = 65536
 

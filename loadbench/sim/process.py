@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import anyio
 
 from loadbench.errors import LoadbenchError
-from loadbench.simfaults import SimConfig
+from loadbench.sim.faults import SimConfig
 
 _ANNOUNCE_RE = re.compile(rb"listening on http://(?P<host>.+):(?P<port>\d+)/v1")
 

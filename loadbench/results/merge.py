@@ -19,10 +19,10 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from loadbench.analysis import summarize_run
-from loadbench.compare import StageKey, stage_key, stage_label
 from loadbench.errors import ResultFileError, UsageError
 from loadbench.metrics import decode, encode, merge, summarize
+from loadbench.results.analysis import summarize_run
+from loadbench.results.compare import StageKey, stage_key, stage_label
 from loadbench.thresholds import parse_threshold
 
 __all__ = ["merge_results"]

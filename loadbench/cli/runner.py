@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 from loadbench.errors import TargetUnreachable, UsageError
 
 if TYPE_CHECKING:
-    from loadbench.engine import RunState
-    from loadbench.plan import StagePlan
+    from loadbench.run import RunState, StagePlan
     from loadbench.scenario import Scenario
     from loadbench.thresholds import Threshold
 
@@ -86,7 +85,7 @@ def prepare(
         duration_s=duration_s,
     )
     checks = (*scenario.slo, *(parse_threshold(t) for t in thresholds))
-    from loadbench.plan import plan_stages
+    from loadbench.run import plan_stages
 
     plans = plan_stages(scenario)
     for path, what in ((output, "the results"), (records, "the records")):
@@ -94,7 +93,7 @@ def prepare(
             raise UsageError(f"{path}: is a directory, expected a file name for {what}")
         if path is not None and path.exists() and not overwrite:
             raise UsageError(f"{path}: exists; pass --overwrite to replace it")
-    from loadbench.limits import ensure_open_files
+    from loadbench.run import ensure_open_files
 
     ensure_open_files(max(p.max_streams for p in plans))
     run_limit = max_duration_s or scenario.load.max_duration_s
@@ -117,7 +116,7 @@ def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
     """
     spec, launch = scenario.target.simulate, scenario.target.launch
     if launch is not None:
-        from loadbench.launch import launched_server
+        from loadbench.run import launched_server
 
         with launched_server(launch, scenario.target.base_url) as server:
             yield (
@@ -134,7 +133,7 @@ def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
     if spec is None:
         yield scenario.target.base_url, {"base_url": scenario.target.base_url, "simulated": False}
         return
-    from loadbench.simserver import SimConfig, simulator_process
+    from loadbench.sim import SimConfig, simulator_process
 
     config = SimConfig(**dataclasses.asdict(spec))
     with simulator_process(config) as handle:
@@ -175,7 +174,7 @@ def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int |
         return known
     import httpx
 
-    from loadbench.monitor import find_listening_pid
+    from loadbench.observe import find_listening_pid
 
     parsed = httpx.URL(url)
     return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
@@ -275,11 +274,9 @@ def _execute(
 ) -> tuple[Any, bool, str]:
     import anyio
 
-    from loadbench.client import LoadClient
-    from loadbench.engine import RunState, run_stages
-    from loadbench.monitor import ServerMonitor
-    from loadbench.progress import Reporter
-    from loadbench.scrape import MetricsScraper, default_metrics_url
+    from loadbench.http import LoadClient
+    from loadbench.observe import MetricsScraper, ServerMonitor, default_metrics_url
+    from loadbench.run import Reporter, RunState, run_stages
 
     state = RunState()
     server = ServerMonitor(server_pid)
@@ -392,7 +389,7 @@ def write_results(
         target=target_info,
         warnings=warnings,
     )
-    from loadbench.analysis import summarize_run
+    from loadbench.results import summarize_run
 
     document["summary"] = summarize_run(document, prepared.checks)
     path = output or default_path(scenario.name, datetime.now(UTC))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from loadbench.simfaults import DONE_AND_END, Completion, StreamFrames, chunk
+from loadbench.sim.faults import DONE_AND_END, Completion, StreamFrames, chunk
 
 # (name, type, help) in llama-server's words. No ``n_decode_total``: the simulator has no
 # batched decode step to count, as each request keeps its own token clock.

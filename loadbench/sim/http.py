@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteStream
 
-from loadbench.simfaults import BadRequest
+from loadbench.sim.faults import BadRequest
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024

@@ -21,11 +21,10 @@ from typing import Any
 import orjson
 
 from loadbench import __version__
-from loadbench.engine import StageResult
 from loadbench.errors import ResultFileError, UsageError
 from loadbench.metrics import decode, encode
-from loadbench.plan import StagePlan
 from loadbench.records import RequestRecord
+from loadbench.run import StagePlan, StageResult
 from loadbench.scenario import Scenario
 
 SCHEMA_VERSION = 1
@@ -173,7 +172,7 @@ def dumps(document: dict[str, Any]) -> bytes:
 
 
 def schema() -> dict[str, Any]:
-    text = resources.files("loadbench").joinpath("result.schema.json").read_bytes()
+    text = resources.files("loadbench.results").joinpath("result.schema.json").read_bytes()
     loaded: dict[str, Any] = orjson.loads(text)
     return loaded
 

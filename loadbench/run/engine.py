@@ -23,13 +23,18 @@ from time import perf_counter_ns
 
 import anyio
 
-from loadbench.client import LoadClient
+from loadbench.http import LoadClient
 from loadbench.metrics import Metric, SloLimit, StageAccumulator, StageFigures
-from loadbench.monitor import ClientHealth, ClientMonitor, ServerMonitor, ServerUsage
-from loadbench.plan import StagePlan
+from loadbench.observe import (
+    ClientHealth,
+    ClientMonitor,
+    MetricsScraper,
+    ServerMonitor,
+    ServerUsage,
+)
 from loadbench.records import ErrorKind, RequestRecord, TokenSource
+from loadbench.run.plan import StagePlan
 from loadbench.scenario import LoadMode
-from loadbench.scrape import MetricsScraper
 
 # Open-loop stages start this far in the future so the first due time is not already late.
 _LEAD_S = 0.005

@@ -18,10 +18,10 @@ import httpx
 import orjson
 
 from loadbench import __version__
+from loadbench.http.sse import SSEDecoder
+from loadbench.http.transport import LeanTransport, MalformedResponse, tls_context
 from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
 from loadbench.scenario import Api, RequestSpec
-from loadbench.sse import SSEDecoder
-from loadbench.transport import LeanTransport, MalformedResponse, tls_context
 
 _ERROR_BODY_BYTES = 4096
 _DETAIL_CHARS = 300

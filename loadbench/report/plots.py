@@ -6,7 +6,7 @@ object API on an Agg canvas, never through ``pyplot``: no display, no global fig
 registry to leak, no backend switched for the host process. Styles apply through
 ``rc_context`` for the same reason.
 
-:func:`plot_images` is pure (documents in, PNG bytes out, for :func:`loadbench.report.html`
+:func:`plot_images` is pure (documents in, PNG bytes out, for :func:`loadbench.report.document.html`
 to embed); :func:`plot_files` writes them to a folder.
 """
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from loadbench.errors import UsageError
 from loadbench.metrics import decode
-from loadbench.report import Run, model_summary, models_of, stage_load
+from loadbench.report.document import Run, model_summary, models_of, stage_load
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

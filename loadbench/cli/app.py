@@ -1,0 +1,74 @@
+"""The ``loadbench`` group: the one place errors are caught, and the signal handling.
+
+Exit codes:
+    0    done
+    1    a stage broke a threshold or SLO, or a comparison found a regression
+    2    bad input: a scenario, an option, a file
+    3    the target did not answer before the first stage
+    130  interrupted (Ctrl-C, SIGTERM) after the partial results were written
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import click
+
+from loadbench import __version__
+from loadbench.errors import LoadbenchError
+
+EXIT_OK = 0
+EXIT_THRESHOLD = 1
+EXIT_INTERRUPTED = 130
+
+
+def _fail(exc: LoadbenchError) -> NoReturn:
+    for line in exc.message.splitlines() or [type(exc).__name__]:
+        click.echo(f"Error: {line}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    """Turns every LoadbenchError into ``Error: …`` on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LoadbenchError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:  # before any request went out: nothing to keep
+            click.echo("interrupted before the first request: no results written", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+def _stop_signals() -> list[signal.Signals]:
+    return [signal.SIGINT] if sys.platform == "win32" else [signal.SIGINT, signal.SIGTERM]
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """While results are written, a Ctrl-C or SIGTERM is noted, not obeyed: the file is
+    short work, and losing it to a second keypress would lose the run."""
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _f: caught.append(n)) for s in _stop_signals()}
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loadbench")
+def main() -> None:
+    """Load-test OpenAI-compatible LLM servers: streaming requests from a scenario file,
+    exact latency percentiles (HDR histograms), honest about coordinated omission and about
+    its own CPU."""

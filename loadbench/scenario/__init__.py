@@ -1,0 +1,32 @@
+"""The scenario: a TOML file read and checked into frozen dataclasses, and the command
+line's overrides on top. Everything downstream takes a ``Scenario`` and never reads the file.
+
+``model`` is the data and imports nothing from its siblings; ``read`` turns a file into it,
+``overrides`` lays the command line on top, and both word problems through ``checks``.
+"""
+
+from loadbench.scenario.model import (
+    Api,
+    Arrival,
+    LaunchSpec,
+    LoadMode,
+    RequestSpec,
+    Scenario,
+    redact_argv,
+)
+from loadbench.scenario.overrides import apply_overrides, parse_float_list, parse_int_list
+from loadbench.scenario.read import load_scenario
+
+__all__ = [
+    "Api",
+    "Arrival",
+    "LaunchSpec",
+    "LoadMode",
+    "RequestSpec",
+    "Scenario",
+    "apply_overrides",
+    "load_scenario",
+    "parse_float_list",
+    "parse_int_list",
+    "redact_argv",
+]
