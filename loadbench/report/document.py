@@ -8,9 +8,10 @@ The Markdown and the HTML report say the same things because both render one lis
 blocks (headings, paragraphs, tables, term lists) built once by :func:`_blocks`; how the
 blocks look in each format (escaping, CSS, embedded plots) is :mod:`loadbench.report.blocks`.
 Numbers are formatted for reading (latencies in ms with 1 decimal, 2 below 10 ms; rates
-with 2); the CSV keeps the result file's full values for spreadsheets and scripts. What the
-server says about itself (per-response timings, ``/metrics``, cold start) is read by
-:mod:`loadbench.observe.serverside`; this module only lays it out.
+with 2, by :mod:`loadbench.report.cells`); the CSV keeps the result file's full values for
+spreadsheets and scripts. What the server says about itself (per-response timings,
+``/metrics``, cold start) is read by :mod:`loadbench.observe.serverside`; its sections are
+laid out by :mod:`loadbench.report.serverside_sections`.
 """
 
 from __future__ import annotations
@@ -20,15 +21,25 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from loadbench.observe import ServerFigures, serverside
+from loadbench.observe import serverside
 from loadbench.report.blocks import Block, Heading, Para, Table, Terms, to_html, to_markdown
-
-Run = tuple[str, Mapping[str, Any]]
+from loadbench.report.cells import (
+    NONE,
+    latency,
+    ms,
+    points_by_label,
+    rate,
+    stage_label,
+)
+from loadbench.report.cells import Run as Run  # plots.py reads these four from here
+from loadbench.report.cells import model_summary as model_summary
+from loadbench.report.cells import models_of as models_of
+from loadbench.report.cells import stage_load as stage_load
+from loadbench.report.serverside_sections import server_side
 
 TITLE = "loadbench report"
 _METRICS = ("ttft", "itl", "tpot", "e2e")
 _STATS = ("mean", "p50", "p95", "p99")
-_NONE = "—"
 
 CSV_COLUMNS: tuple[str, ...] = (
     "run",
@@ -58,50 +69,7 @@ are ``true``/``false``; the server's prefill and the rest of TTFT (ms) are empty
 server sent per-response timings. Names are stable: new columns are only ever appended."""
 
 
-# --- reading a document, formatting its numbers -----------------------------------------
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return _NONE
-    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
-
-
-def _rate(value: float | None) -> str:
-    return _NONE if value is None else f"{value:.2f}"
-
-
-def models_of(doc: Mapping[str, Any]) -> list[str]:
-    """The document's models in the order of their first stage."""
-    return list(dict.fromkeys(str(s["model"]) for s in doc["stages"]))
-
-
-def model_summary(doc: Mapping[str, Any], model: str) -> Mapping[str, Any] | None:
-    """The model's entry in ``doc["summary"]["models"]``; None when the summary lacks it."""
-    for m in (doc.get("summary") or {}).get("models", []):
-        if m.get("model") == model:
-            found: Mapping[str, Any] = m
-            return found
-    return None
-
-
-def _points(doc: Mapping[str, Any], model: str) -> dict[str, Mapping[str, Any]]:
-    summary = model_summary(doc, model)
-    return {str(p["label"]): p for p in (summary or {}).get("points", [])}
-
-
-def stage_load(stage: Mapping[str, Any]) -> float:
-    """The concurrency or the arrival rate (req/s), whichever the stage's mode varies."""
-    value = stage["rate"] if stage["mode"] == "rate" else stage["concurrency"]
-    return float(value)
-
-
-def _latency(stage: Mapping[str, Any], metric: str, stat: str) -> float | None:
-    """A latency in ms, or None when the stage has no value for it (no ok request)."""
-    found = stage.get("latency_ms", {}).get(metric)
-    if not found or not found.get("count"):
-        return None
-    return float(found[stat])
+# --- reading a document ------------------------------------------------------------------
 
 
 def _error_rate(stage: Mapping[str, Any], point: Mapping[str, Any] | None) -> float:
@@ -111,20 +79,16 @@ def _error_rate(stage: Mapping[str, Any], point: Mapping[str, Any] | None) -> fl
     return stage["requests"]["failed"] / sent if sent else 0.0
 
 
-def _stage_label(stage: Mapping[str, Any]) -> str:
-    return f"{stage['label']} (interrupted)" if stage.get("interrupted") else str(stage["label"])
-
-
 def _client_cell(stage: Mapping[str, Any]) -> str:
     client = stage.get("client") or {}
     cpu = client.get("cpu_percent")
-    text = _NONE if cpu is None else f"{cpu:.0f}%"
+    text = NONE if cpu is None else f"{cpu:.0f}%"
     return f"{text} ⚠ BOTTLENECK" if client.get("bottleneck") else text
 
 
 def _target(doc: Mapping[str, Any]) -> str:
     target = doc.get("target") or {}
-    url = str(target.get("base_url") or _NONE)
+    url = str(target.get("base_url") or NONE)
     return f"{url} (simulated)" if target.get("simulated") else url
 
 
@@ -139,12 +103,12 @@ def _runs_section(runs: Sequence[Run]) -> Iterator[Block]:
         rows.append(
             (
                 name,
-                str((doc.get("scenario") or {}).get("name", _NONE)),
+                str((doc.get("scenario") or {}).get("name", NONE)),
                 _target(doc),
-                str(doc.get("started_at", _NONE)),
-                str(env.get("host", _NONE)),
-                str(env.get("python", _NONE)),
-                str(env.get("platform", _NONE)),
+                str(doc.get("started_at", NONE)),
+                str(env.get("host", NONE)),
+                str(env.get("python", NONE)),
+                str(env.get("platform", NONE)),
             )
         )
     header = ("run", "scenario", "target", "started at", "host", "python", "platform")
@@ -163,7 +127,7 @@ def _runs_section(runs: Sequence[Run]) -> Iterator[Block]:
 
 
 def _stage_table(doc: Mapping[str, Any], model: str) -> Table:
-    points = _points(doc, model)
+    points = points_by_label(doc, model)
     with_slo = bool((doc.get("summary") or {}).get("slo"))
     header = ["load", "ok/sent", "req/s", "tok/s", "goodput req/s"]
     for metric in ("TTFT", "ITL", "E2E"):
@@ -178,16 +142,16 @@ def _stage_table(doc: Mapping[str, Any], model: str) -> Table:
         point = points.get(str(stage["label"]))
         req = stage["requests"]
         row = [
-            _stage_label(stage),
+            stage_label(stage),
             f"{req['ok']}/{req['sent']}",
-            _rate(stage["throughput"]["requests_per_s"]),
-            _rate(stage["throughput"]["output_tokens_per_s"]),
-            _rate(point.get("goodput_rps") if point else None),
+            rate(stage["throughput"]["requests_per_s"]),
+            rate(stage["throughput"]["output_tokens_per_s"]),
+            rate(point.get("goodput_rps") if point else None),
         ]
         for metric in ("ttft", "itl", "e2e"):
-            row += [_ms(_latency(stage, metric, s)) for s in _STATS]
+            row += [ms(latency(stage, metric, s)) for s in _STATS]
         errors = stage.get("errors") or {}
-        row.append(", ".join(f"{k}={v}" for k, v in sorted(errors.items())) or _NONE)
+        row.append(", ".join(f"{k}={v}" for k, v in sorted(errors.items())) or NONE)
         row.append(_client_cell(stage))
         if with_slo:
             row.append(_slo_cell(point))
@@ -198,7 +162,7 @@ def _stage_table(doc: Mapping[str, Any], model: str) -> Table:
 
 def _slo_cell(point: Mapping[str, Any] | None) -> str:
     if point is None or point.get("meets_slo") is None:
-        return _NONE
+        return NONE
     if point["meets_slo"]:
         return "✓ met"
     return "✗ " + "; ".join(point.get("slo_failures") or ["missed"])
@@ -216,10 +180,10 @@ def _highlights(doc: Mapping[str, Any], model: str) -> Terms:
     items: list[tuple[str, str]] = []
     lowest = summary.get("lowest_ttft")
     if lowest:
-        items.append(("Lowest TTFT", f"{lowest['label']} (p50 {_ms(lowest['ttft_p50_ms'])} ms)"))
+        items.append(("Lowest TTFT", f"{lowest['label']} (p50 {ms(lowest['ttft_p50_ms'])} ms)"))
     peak = summary.get("peak_throughput")
     if peak:
-        tok_s = _rate(peak["output_tokens_per_s"])
+        tok_s = rate(peak["output_tokens_per_s"])
         items.append(("Highest throughput", f"{peak['label']} ({tok_s} tok/s)"))
     knee, saturation = summary.get("knee"), summary.get("saturation")
     if saturation and (knee is None or knee["label"] != saturation["label"]):
@@ -281,154 +245,11 @@ def _model_sections(runs: Sequence[Run]) -> Iterator[Block]:
             yield _stage_table(doc, model)
             yield Heading(3, "Highlights")
             yield _highlights(doc, model)
-            yield from _server_side(doc, model)
+            yield from server_side(doc, model)
         others = _other_warnings(doc)
         if others:
             yield Heading(3, f"Warnings for {name}")
             yield Terms(tuple(("warning", w) for w in others))
-
-
-def _pct(value: float | None) -> str:
-    return _NONE if value is None else f"{value:.0%}"
-
-
-def _count(value: float | None) -> str:
-    return _NONE if value is None else f"{value:.0f}"
-
-
-def _server_side(doc: Mapping[str, Any], model: str) -> Iterator[Block]:
-    """The server's side of the model's stages: its TTFT split, then its /metrics."""
-    stages = [s for s in doc["stages"] if s["model"] == model]
-    figures = [serverside.server_figures(s.get("server_metrics")) for s in stages]
-    splits = [(s, split) for s in stages if (split := serverside.ttft_split(s))]
-    if splits:
-        yield from _ttft_split(
-            splits, dict(zip([str(s["label"]) for s in stages], figures, strict=True))
-        )
-    else:
-        yield from _mean_split(stages)
-    if any(figures):
-        yield from _server_metrics(stages, figures)
-
-
-def _ttft_split(
-    splits: Sequence[tuple[Mapping[str, Any], serverside.TtftSplit]],
-    figures: Mapping[str, ServerFigures | None],
-) -> Iterator[Block]:
-    yield Heading(3, "Server-side TTFT split")
-    yield Para(
-        "Client TTFT = the server's prefill (from its per-response timings) + the rest, "
-        "outside prefill: queueing for a slot, network and harness. Each request is split "
-        "before percentiles are taken, so the p50 columns need not add up exactly."
-    )
-    header = (
-        "load",
-        "TTFT p50",
-        "server prefill p50",
-        "outside prefill p50",
-        "TTFT p95",
-        "server prefill p95",
-        "outside prefill p95",
-        "server decode p50",
-        "outside share of TTFT p50",
-    )
-    rows = tuple(
-        (
-            _stage_label(stage),
-            *(_ms(v) for v in (sp.ttft_p50_ms, sp.prefill_p50_ms, sp.outside_p50_ms)),
-            *(_ms(v) for v in (sp.ttft_p95_ms, sp.prefill_p95_ms, sp.outside_p95_ms)),
-            _ms(sp.decode_p50_ms),
-            _pct(sp.outside_share),
-        )
-        for stage, sp in splits
-    )
-    yield Table(header, rows, (False,) + (True,) * (len(header) - 1))
-    waiting = {label: f.waiting_peak if f else None for label, f in figures.items()}
-    reading = serverside.queue_reading([sp for _, sp in splits], waiting)
-    if reading:
-        yield Para(f"Reading: {reading}")
-
-
-def _mean_split(stages: Sequence[Mapping[str, Any]]) -> Iterator[Block]:
-    """Without per-response timings: stage means from the server's own histograms."""
-    means = [(s, m) for s in stages if (m := serverside.mean_split(s.get("server_metrics")))]
-    if not means:
-        return
-    kind = means[0][1].kind
-    yield Heading(3, "Server-side TTFT split (means from /metrics)")
-    yield Para(
-        f"{kind} sends no per-response timings, so these are stage means from its own "
-        "histograms (their change of sum / change of count over the stage, warm-up "
-        "requests included, counted under server requests). Means add up where "
-        "percentiles do not: outside server = client TTFT mean - the server's TTFT mean "
-        "(network, HTTP front end, harness)."
-    )
-    notes = {m.note for _, m in means if m.note}
-    yield from (Para(n) for n in sorted(notes))
-    header = (
-        "load",
-        "TTFT mean",
-        "server queue mean",
-        "server prefill mean",
-        "outside server mean",
-        "server decode mean",
-        "server requests",
-    )
-
-    def ms(seconds: float | None) -> str:
-        return _ms(None if seconds is None else seconds * 1000)
-
-    rows = tuple(
-        (
-            _stage_label(stage),
-            _ms(ttft := _latency(stage, "ttft", "mean")),
-            ms(m.queue_s),
-            ms(m.prefill_s),
-            _ms(m.outside_ms(ttft)),
-            ms(m.decode_s),
-            _count(m.requests),
-        )
-        for stage, m in means
-    )
-    yield Table(header, rows, (False,) + (True,) * (len(header) - 1))
-
-
-_FIGURE_COLUMNS = (
-    ("running (peak)", "running_peak", _count),
-    ("waiting (peak)", "waiting_peak", _count),
-    ("prompt tokens", "prompt_tokens", _count),
-    ("cached prompt tokens", "cached_tokens", _count),
-    ("cache hit", "cache_hit_share", _pct),
-    ("generated tokens", "generated_tokens", _count),
-    ("KV cache (peak)", "kv_cache_peak", _pct),
-)
-
-
-def _server_metrics(
-    stages: Sequence[Mapping[str, Any]], figures: Sequence[ServerFigures | None]
-) -> Iterator[Block]:
-    kind = next(f.kind for f in figures if f)
-    yield Heading(3, "Server metrics")
-    yield Para(
-        f"From {kind}'s /metrics, read each second during the stage: peaks of gauges "
-        "(requests running, waiting = queue depth, KV-cache use) and changes of counters "
-        "over the stage (tokens, warm-up requests included). Columns the server does not "
-        "expose are left out."
-    )
-    columns = [
-        (title, attr, fmt)
-        for title, attr, fmt in _FIGURE_COLUMNS
-        if any(f and getattr(f, attr) is not None for f in figures)
-    ]
-    rows = tuple(
-        (
-            _stage_label(stage),
-            *(fmt(getattr(f, attr)) if f else _NONE for _, attr, fmt in columns),
-        )
-        for stage, f in zip(stages, figures, strict=True)
-    )
-    header = ("load", *(title for title, _, _ in columns))
-    yield Table(header, rows, (False,) + (True,) * len(columns))
 
 
 def _side_by_side(runs: Sequence[Run]) -> Iterator[Block]:
@@ -447,12 +268,12 @@ def _side_by_side(runs: Sequence[Run]) -> Iterator[Block]:
         "the first run listed; for tok/s higher is better, for latencies (ms, p95) lower is."
     )
     header = ("model", "load", "run", "tok/s", "TTFT p95", "ITL p95", "E2E p95")
-    formats = (_rate, _ms, _ms, _ms)
+    formats = (rate, ms, ms, ms)
     rows = []
     for (model, _mode, _value), entries in shared:
         base = _key_figures(entries[0][1])
         for i, (name, stage) in enumerate(entries):
-            cells = [model, _stage_label(stage)] if i == 0 else ["", ""]
+            cells = [model, stage_label(stage)] if i == 0 else ["", ""]
             cells.append(name)
             figures = _key_figures(stage)
             for fmt, value, base_value in zip(formats, figures, base, strict=True):
@@ -467,7 +288,7 @@ def _side_by_side(runs: Sequence[Run]) -> Iterator[Block]:
 def _key_figures(stage: Mapping[str, Any]) -> tuple[float | None, ...]:
     """tok/s, then TTFT, ITL and E2E p95 (ms): what a side-by-side reader compares."""
     tok_s = float(stage["throughput"]["output_tokens_per_s"])
-    return (tok_s, *(_latency(stage, m, "p95") for m in ("ttft", "itl", "e2e")))
+    return (tok_s, *(latency(stage, m, "p95") for m in ("ttft", "itl", "e2e")))
 
 
 def _knee_rules(runs: Sequence[Run]) -> Iterator[Block]:
@@ -535,7 +356,7 @@ def _csv_value(value: object) -> str:
 def csv_rows(runs: Sequence[Run]) -> Iterator[dict[str, object]]:
     """The rows of :func:`csv_text` as values, keyed by :data:`CSV_COLUMNS`."""
     for name, doc in runs:
-        points = {m: _points(doc, m) for m in models_of(doc)}
+        points = {m: points_by_label(doc, m) for m in models_of(doc)}
         for stage in doc["stages"]:
             point = points[str(stage["model"])].get(str(stage["label"]))
             req = stage["requests"]
@@ -558,12 +379,12 @@ def csv_rows(runs: Sequence[Run]) -> Iterator[dict[str, object]]:
             }
             for metric in _METRICS:
                 for stat in _STATS:
-                    row[f"{metric}_{stat}_ms"] = _latency(stage, metric, stat)
+                    row[f"{metric}_{stat}_ms"] = latency(stage, metric, stat)
             row["client_cpu_percent"] = client.get("cpu_percent")
             row["client_bottleneck"] = bool(client.get("bottleneck"))
             row["interrupted"] = bool(stage.get("interrupted"))
-            row["server_prefill_p50_ms"] = _latency(stage, "server_prefill", "p50")
-            row["ttft_outside_prefill_p50_ms"] = _latency(stage, "ttft_outside_prefill", "p50")
+            row["server_prefill_p50_ms"] = latency(stage, "server_prefill", "p50")
+            row["ttft_outside_prefill_p50_ms"] = latency(stage, "ttft_outside_prefill", "p50")
             yield row
 
 
