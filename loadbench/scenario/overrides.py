@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from loadbench.errors import ScenarioError, UsageError
 from loadbench.scenario.checks import Checker, is_int
 from loadbench.scenario.model import LoadMode, Scenario
-from loadbench.scenario.read import (
+from loadbench.scenario.read_load import (
     MAX_CONCURRENCY,
     MAX_DURATION_S,
     MAX_STAGE_REQUESTS,

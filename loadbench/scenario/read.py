@@ -6,19 +6,17 @@ that lists them all, each as ``key.path: expected <what>, got <value>``, so a us
 file in one pass. Nothing else ever leaves ``load_scenario``, whatever the bytes: it is
 fuzzed.
 
-The limits below (requests per stage, concurrency, lowest rate, 64-bit integers) are not
-taste: the plan holds every request's due time in memory as a finite number of ns, and the
-result file is written with orjson, which refuses integers wider than 64 bits.
+Reading bytes from disk (the file, a prompt file) is :mod:`loadbench.scenario.read_files`;
+the ``[load]`` section and the limits that come from the plan and the result file are
+:mod:`loadbench.scenario.read_load`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,27 +27,20 @@ from loadbench.scenario.checks import Checker, is_int
 from loadbench.scenario.model import (
     BASE_URL_ENV,
     Api,
-    Arrival,
     LaunchSpec,
-    LoadMode,
-    LoadSpec,
     RequestSpec,
     Scenario,
     SimulateSpec,
     Target,
 )
+from loadbench.scenario.read_files import read_prompt_file, read_text, toml_problem
+from loadbench.scenario.read_load import INT64, MAX_CONCURRENCY, read_load, stage_size_problems
 from loadbench.thresholds import Threshold, slo_thresholds
 
 __all__ = ["load_scenario"]
 
-MAX_STAGE_REQUESTS = 1_000_000  # warmup + measured, per stage: the plan holds them all
-MAX_CONCURRENCY = 100_000
-MAX_DURATION_S = 7 * 86_400.0
-MIN_RATE = 0.001  # requests/s; keeps every due time a finite, reasonable number
-MIN_BURSTINESS, MAX_BURSTINESS = 0.01, 100.0  # gap CV from 10 down to 0.1
 MAX_NAME = 64
 MAX_EXTRA_DEPTH = 32
-INT64 = 2**63
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -71,7 +62,6 @@ _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
 _SIM_FAULTS = tuple(n for n in _SIM_KEYS if n.endswith("_rate"))
 _PROMPT_KEYS = ("items", "file")
 _REQUEST_KEYS = ("max_tokens", "temperature", "stream", "extra")
-_LOAD_KEYS = tuple(f.name for f in dataclasses.fields(LoadSpec) if f.name != "mode")
 
 
 def load_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Scenario:
@@ -88,13 +78,13 @@ def load_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Sce
         env = os.environ
     shown = str(path)
     file = Path(path)
-    text, problem = _read_text(file)
+    text, problem = read_text(file)
     if problem is not None:
         raise ScenarioError(shown, [problem])
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(shown, [_toml_problem(str(exc))]) from None
+        raise ScenarioError(shown, [toml_problem(str(exc))]) from None
     except RecursionError:  # tomllib recurses into nested arrays and inline tables
         raise ScenarioError(shown, ["invalid TOML: nested too deeply"]) from None
     except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
@@ -104,103 +94,6 @@ def load_scenario(path: str | Path, env: Mapping[str, str] | None = None) -> Sce
     if scenario is None:
         raise ScenarioError(shown, c.problems)
     return scenario
-
-
-# -- reading files -------------------------------------------------------------------------
-
-
-def _read_text(file: Path, label: str = "") -> tuple[str, str | None]:
-    """The file's text, or the problem. A UTF-8 BOM (Windows editors add one) is accepted.
-
-    Anything but a regular file is refused before opening: reading a FIFO would block.
-    """
-    try:
-        mode = file.stat().st_mode
-        if stat.S_ISDIR(mode):
-            return "", f"cannot read{label}: Is a directory"
-        if not stat.S_ISREG(mode):
-            return "", f"cannot read{label}: not a regular file"
-        data = file.read_bytes()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return "", f"cannot read{label}: {reason}"
-    try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError as exc:
-        where = f" in{label}" if label else ""
-        return "", f"expected UTF-8 text{where}, got byte 0x{data[exc.start]:02x} at {exc.start}"
-
-
-def _toml_problem(message: str) -> str:
-    """tomllib's "Invalid value (at line 3, column 9)" as "line 3, column 9: invalid TOML: …"."""
-    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
-    if m is None:
-        return f"invalid TOML: {message}"
-    return f"line {m[2]}, column {m[3]}: invalid TOML: {m[1]}"
-
-
-def _read_prompt_file(c: Checker, folder: Path, name: str) -> tuple[str, ...]:
-    """Prompts from a JSON list or JSONL, each entry a string or ``{"prompt": string}``.
-
-    A file whose first character is ``[`` is one JSON document; anything else is JSONL.
-    At most five bad entries are listed, then a count: a big file should not flood.
-    """
-    text, problem = _read_text(folder / name, f" {name!r}")
-    if problem is not None:
-        c.add(f"prompts.file: {problem}")
-        return ()
-    where = f"prompts.file: {name!r}"
-    entries: list[tuple[str, object]] = []
-    if text.lstrip().startswith("["):
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:  # JSONDecodeError, or an integer of 4300+ digits
-            c.add(f"{where}: invalid JSON: {_json_reason(exc)}")
-            return ()
-        except RecursionError:
-            c.add(f"{where}: invalid JSON: nested too deeply")
-            return ()
-        entries = [(f"item {i}", v) for i, v in enumerate(doc)] if isinstance(doc, list) else []
-    else:
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entries.append((f"line {number}", json.loads(line)))
-            except ValueError as exc:
-                c.add(f"{where} line {number}: invalid JSON: {_json_reason(exc)}")
-            except RecursionError:
-                c.add(f"{where} line {number}: invalid JSON: nested too deeply")
-    prompts: list[str] = []
-    bad = 0
-    for label, value in entries:
-        prompt = value.get("prompt") if isinstance(value, dict) else value
-        if isinstance(prompt, str) and prompt.strip() and _encodable(prompt):
-            prompts.append(prompt)
-            continue
-        bad += 1
-        if bad <= 5:
-            want = 'a non-empty string or an object with a "prompt" string'
-            c.expected(f"{where} {label}", want, value)
-    if bad > 5:
-        c.add(f"{where}: and {bad - 5} more entries like those")
-    if not entries and (text.strip() == "" or text.lstrip().startswith("[")):
-        c.add(f"prompts.file: expected at least one prompt in {name!r}, got none")
-    return tuple(prompts)
-
-
-def _json_reason(exc: ValueError) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return str(exc)  # with its line and column
-    return str(exc).partition(":")[0]  # the 4300-digit limit's message, without its advice
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
-        return False
-    return True
 
 
 # -- the sections --------------------------------------------------------------------------
@@ -215,7 +108,7 @@ def _build(
     models = _models(c, doc)
     prompts, prompts_file = _prompts(c, doc, file.parent)
     request = _request(c, doc)
-    load = _load(c, doc)
+    load = read_load(c, doc)
     slo: tuple[Threshold, ...] = ()
     if "slo" in doc:
         slo, problems = slo_thresholds(doc["slo"])
@@ -389,7 +282,7 @@ def _prompts(
         return (), None
     if "file" in raw:
         name = c.string("prompts.file", raw["file"])
-        return ((), None) if name is None else (_read_prompt_file(c, folder, name), name)
+        return ((), None) if name is None else (read_prompt_file(c, folder, name), name)
     items = raw["items"]
     if not isinstance(items, list) or not items:
         c.expected("prompts.items", "a non-empty list of strings", items)
@@ -446,110 +339,3 @@ def _extra(c: Checker, value: object) -> dict[str, object] | None:
         elif not isinstance(item, str | int | float | bool):
             c.expected(key, "a string, number, boolean, array or table", item)
     return value if len(c.problems) == before else None
-
-
-def _load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
-    raw = c.table(doc, "load", "load", _LOAD_KEYS)
-    if raw is None:
-        return None
-    mode = LoadMode.RATE if "rate" in raw else LoadMode.CONCURRENCY
-    concurrency: list[int | None] = []
-    rate: list[float | None] = []
-    if ("concurrency" in raw) == ("rate" in raw):
-        c.add("load: expected exactly one of concurrency or rate")
-    elif mode is LoadMode.CONCURRENCY:
-        items = c.each("load.concurrency", raw["concurrency"], "positive integers")
-        concurrency = (
-            [None] if items is None else [c.integer(k, v, 1, MAX_CONCURRENCY) for k, v in items]
-        )
-    else:
-        items = c.each("load.rate", raw["rate"], "positive numbers")
-        for k, v in items or [("", None)]:
-            x = None if items is None else c.number(k, v, positive=True)
-            if x is not None and x < MIN_RATE:
-                c.expected(k, f"a rate of at least {MIN_RATE:g} requests/s", v)
-                x = None
-            rate.append(x)
-    arrival = c.choice("load.arrival", raw.get("arrival", "constant"), Arrival)
-    burstiness = c.number(
-        "load.burstiness",
-        raw.get("burstiness", 1.0),
-        low=MIN_BURSTINESS,
-        high=MAX_BURSTINESS,
-        want=f"a number from {MIN_BURSTINESS:g} to {MAX_BURSTINESS:g}",
-    )
-    if "burstiness" in raw and mode is LoadMode.RATE and arrival not in (None, Arrival.GAMMA):
-        c.add(f"load.burstiness: expected arrival = 'gamma' with it, got arrival = {arrival!r}")
-    max_concurrency: int | None = None
-    if "max_concurrency" in raw:
-        max_concurrency = c.integer(
-            "load.max_concurrency", raw["max_concurrency"], 1, MAX_CONCURRENCY
-        )
-    requests: int | None = None
-    duration_s: float | None = None
-    if ("requests" in raw) == ("duration_s" in raw):
-        c.add("load: expected exactly one of requests or duration_s")
-    elif "requests" in raw:
-        requests = c.integer("load.requests", raw["requests"], 1, MAX_STAGE_REQUESTS)
-    else:
-        duration_s = c.number(
-            "load.duration_s", raw["duration_s"], positive=True, high=MAX_DURATION_S
-        )
-    warmup = c.integer("load.warmup", raw.get("warmup", 0), 0, MAX_STAGE_REQUESTS)
-    seed = c.integer("load.seed", raw.get("seed", 0), -INT64, INT64 - 1)
-    max_error_rate: float | None = None
-    if "max_error_rate" in raw:
-        max_error_rate = c.number(
-            "load.max_error_rate",
-            raw["max_error_rate"],
-            low=0.0,
-            high=1.0,
-            want="a fraction from 0 to 1",
-        )
-    max_duration_s: float | None = None
-    if "max_duration_s" in raw:
-        max_duration_s = c.number(
-            "load.max_duration_s", raw["max_duration_s"], positive=True, high=MAX_DURATION_S
-        )
-    if (
-        None in concurrency
-        or None in rate
-        or (not concurrency and not rate)
-        or arrival is None
-        or burstiness is None
-        or (requests is None and duration_s is None)
-        or warmup is None
-        or seed is None
-    ):
-        return None
-    return LoadSpec(
-        mode=mode,
-        concurrency=tuple(v for v in concurrency if v is not None),
-        rate=tuple(v for v in rate if v is not None),
-        arrival=Arrival(arrival),
-        burstiness=burstiness,
-        max_concurrency=max_concurrency,
-        requests=requests,
-        duration_s=duration_s,
-        warmup=warmup,
-        seed=seed,
-        max_error_rate=max_error_rate,
-        max_duration_s=max_duration_s,
-    )
-
-
-def stage_size_problems(load: LoadSpec) -> list[str]:
-    """Cross-field limits: how many due times one stage's plan would hold."""
-    problems: list[str] = []
-    if load.requests is not None and load.warmup + load.requests > MAX_STAGE_REQUESTS:
-        total = load.warmup + load.requests
-        problems.append(f"load: expected warmup + requests <= {MAX_STAGE_REQUESTS}, got {total}")
-    if load.mode is LoadMode.RATE and load.duration_s is not None:
-        for r in load.rate:
-            total_f = load.warmup + r * load.duration_s
-            if total_f > MAX_STAGE_REQUESTS:
-                problems.append(
-                    f"load: expected warmup + rate × duration_s <= {MAX_STAGE_REQUESTS}, "
-                    f"got {total_f:.0f} at rate {r:g}"
-                )
-    return problems
