@@ -3,5 +3,6 @@ and ``LoadClient``, which turns a response into a ``RequestRecord`` (the hot pat
 """
 
 from loadbench.http.client import LoadClient
+from loadbench.http.sse import SSEDecoder
 
-__all__ = ["LoadClient"]
+__all__ = ["LoadClient", "SSEDecoder"]
