@@ -100,8 +100,10 @@ async def test_check_lists_resolves_and_asks_each_model() -> None:
     assert listing.ids == ("sim-model",)
     present, missing = results
     assert (present.listed, present.answered, present.error) == (True, True, None)
-    assert present.tokens == 16 and present.answer.startswith("the model")
-    assert present.ttft_ms is not None and 15 <= present.ttft_ms < 1000
+    assert present.tokens == 16
+    assert present.answer.startswith("the model")
+    assert present.ttft_ms is not None
+    assert 15 <= present.ttft_ms < 1000
     assert missing.listed is False  # the simulator answers any name; the list says otherwise
 
 
@@ -112,7 +114,8 @@ async def test_a_failing_model_is_reported_not_raised() -> None:
         _, (result,) = await check_models(sim.url, ["sim-model"])
         tg.cancel_scope.cancel()
     assert result.answered is False
-    assert result.error is not None and result.error.startswith("HTTP 500")
+    assert result.error is not None
+    assert result.error.startswith("HTTP 500")
 
 
 @pytest.mark.anyio
@@ -177,8 +180,11 @@ async def test_the_model_list_is_asked_with_the_api_key(keyed_url: str) -> None:
     assert listing.ids == ("keyed-model",)
     assert (result.listed, result.answered, result.answer) == (True, True, "hello")
     listing, (result,) = await check_models(keyed_url, ["keyed-model"])
-    assert listing.ids is None and listing.problem is not None and "401" in listing.problem
-    assert result.answered is False and result.error == "HTTP 401"
+    assert listing.ids is None
+    assert listing.problem is not None
+    assert "401" in listing.problem
+    assert result.answered is False
+    assert result.error == "HTTP 401"
 
 
 # --- the command --------------------------------------------------------------------------
@@ -199,7 +205,8 @@ def test_check_command_exit_codes_and_json(
         assert code == 0, text
         assert "sim-model" in text
         doc = json.loads(out.read_text())
-        assert doc["listed"] == ["sim-model"] and doc["models"][0]["answered"] is True
+        assert doc["listed"] == ["sim-model"]
+        assert doc["models"][0]["answered"] is True
     failing = write_scenario(
         """
         [target.simulate]
@@ -222,9 +229,11 @@ def test_check_command_exit_codes_and_json(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code, text = _check("--base-url", f"http://127.0.0.1:{port}/v1", "--model", "m")
-    assert code == 3 and "cannot reach" in text
+    assert code == 3
+    assert "cannot reach" in text
     code, text = _check("--model", "m", env={"LOADBENCH_BASE_URL": ""})
-    assert code == 2 and "--base-url" in text
+    assert code == 2
+    assert "--base-url" in text
 
 
 def test_check_command_reads_the_key_from_the_named_variable(keyed_url: str) -> None:
@@ -233,4 +242,5 @@ def test_check_command_reads_the_key_from_the_named_variable(keyed_url: str) -> 
     assert code == 0, text
     assert "sekrit" not in text
     code, text = _check(*args, env={"LB_TEST_KEY": ""})
-    assert code == 2 and "LB_TEST_KEY" in text
+    assert code == 2
+    assert "LB_TEST_KEY" in text
