@@ -25,7 +25,8 @@ from loadbench.http.client import LoadClient, make_transport
 from loadbench.http.transport import LeanTransport
 from loadbench.records import RequestRecord
 from loadbench.scenario.model import Api
-from loadbench.sim.server import SimConfig, _Simulator
+from loadbench.sim.server import SimConfig
+from loadbench.sim.simulator import Simulator as _Simulator
 from tests.test_client import DONE, END, ROLE, SPEC, SSE_HEAD, _read_request, delta
 
 pytestmark = pytest.mark.anyio
