@@ -7,10 +7,16 @@ a body framed by ``Transfer-Encoding: chunked``, ``Content-Length`` or connectio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 MAX_HEAD_BYTES = 64 * 1024
+_CRLF = b"\r\n"
+_HEXDIGITS = b"0123456789abcdefABCDEF"
+# RFC 9112 7.1: chunk-size [ BWS ";" chunk-ext ]; blanks after the size are tolerated even
+# without an extension (some servers pad the size), never before it.
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;.*)?")
 
 
 class Framing(StrEnum):
@@ -118,14 +124,18 @@ class BodyDecoder:
         rem = self._remaining
         find = buf.find
         while pos < n:
-            if rem:  # inside a chunk that did not arrive whole
-                take = min(rem, n - pos)
-                data_left = rem - 2  # the chunk's data, excluding its trailing CRLF
-                if data_left > 0:
-                    piece = buf[pos : pos + min(take, data_left)]
-                    out.append(piece)
+            if rem > 2:  # inside a chunk's data that did not arrive whole
+                take = min(rem - 2, n - pos)
+                out.append(buf[pos : pos + take])
                 pos += take
                 rem -= take
+                continue
+            if rem:  # the CRLF that must close a chunk's data, perhaps split across reads
+                got = buf[pos : pos + rem]
+                if not _CRLF[2 - rem :].startswith(got):
+                    raise FramingError(_missized(got))
+                pos += len(got)
+                rem -= len(got)
                 continue
             eol = find(b"\r\n", pos)
             if eol < 0:
@@ -139,18 +149,19 @@ class BodyDecoder:
                     self.done = True
                     break
                 continue
-            try:
-                size = int(buf[pos:eol], 16)  # the common line: hex digits, no extension
-            except ValueError:
-                size = _chunk_size(buf[pos:eol])
-            if size < 0:
-                raise FramingError(f"bad chunk size {buf[pos:eol][:20]!r}")
+            line = buf[pos:eol]
+            if line and not line.translate(None, _HEXDIGITS):
+                size = int(line, 16)  # the common line: hex digits, no extension
+            else:
+                size = _chunk_size(line)
             pos = eol + 2
             if size == 0:
                 self._trailers = True
                 continue
             end = pos + size
             if end + 2 <= n:  # the whole chunk is here (the usual case): one slice
+                if not buf.startswith(_CRLF, end):
+                    raise FramingError(_missized(buf[end : end + 2]))
                 out.append(buf[pos:end])
                 pos = end + 2
             else:
@@ -167,9 +178,16 @@ class BodyDecoder:
 
 
 def _chunk_size(line: bytes) -> int:
-    """A chunk size line with an extension (``1a;name=value``) or surrounding blanks."""
-    text = line.split(b";", 1)[0].strip()
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise FramingError(f"bad chunk size {text[:20]!r}") from None
+    """A chunk size line with an extension (``1a;name=value``) or blanks after the size.
+
+    The size itself is hex digits only: ``int(x, 16)`` alone would also take ``0x``, ``+``,
+    ``_`` and leading blanks, and a size read leniently is a body decoded wrongly.
+    """
+    match = _SIZE_LINE.fullmatch(line)
+    if match is None:
+        raise FramingError(f"bad chunk size {line[:20]!r}")
+    return int(match[1], 16)
+
+
+def _missized(got: bytes) -> str:
+    return f"a chunk's data does not end where its size line says (expected CRLF, got {got!r})"
