@@ -34,6 +34,11 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
+def undercounted(data: bytes) -> bytes:
+    """A chunk whose size line says one byte less than it carries."""
+    return b"%x\r\n" % (len(data) - 1) + data + b"\r\n"
+
+
 def event(obj: object) -> bytes:
     return chunk(b"data: " + orjson.dumps(obj) + b"\n\n")
 
@@ -156,6 +161,11 @@ def fixed(data: bytes) -> Reply:
         ),
         (b"HTTP/1.1 200 OK\r\n" + b"x" * 10, "no_response"),  # head never completed
         (b"NONSENSE\r\n\r\n", "protocol_error"),
+        # A chunk whose size line undercounts its data: a framing error, not a cut event.
+        (
+            SSE_HEAD + ROLE + undercounted(b'data: {"choices": []}\n\n') + DONE + END,
+            "protocol_error",
+        ),
         # A POST is never followed to another place: the redirect is the server's answer.
         (
             b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/v1\r\n"
@@ -173,6 +183,16 @@ async def test_each_response_shape_gets_its_class(body: bytes, error: str | None
         assert rec.token_ns[0] >= rec.sent_ns
     if error == "http_503":
         assert rec.detail == "model is loading"
+
+
+async def test_an_interim_response_and_the_reply_in_one_read() -> None:
+    """100 Continue and the whole final response in one write: parsed from what was read,
+    not left waiting for more bytes until the timeout."""
+    reply = b"HTTP/1.1 100 Continue\r\n\r\n" + SSE_HEAD + ROLE + delta("a", "stop") + DONE + END
+    async with canned(fixed(reply)) as server:  # the connection stays open after it
+        (rec,) = await send(server.url)
+    assert rec.error is None, rec.detail
+    assert (rec.end_ns - rec.sent_ns) / 1e9 < 2.5  # the timeout is 5 s
 
 
 async def test_a_body_cut_mid_stream_is_a_drop() -> None:

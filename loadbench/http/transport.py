@@ -82,23 +82,25 @@ class LeanTransport(httpx.AsyncBaseTransport):
         conn, reused = await self._acquire(idle, key, request)
         stream = conn[0]
         buf = b""
+        heard = False  # any byte at all, an interim (1xx) response included
         try:
             await stream.send(payload)
             while True:
-                buf += await stream.receive(_READ_SIZE)
                 end = buf.find(b"\r\n\r\n")
                 if end >= 0:
                     head = parse_head(buf[:end], method=method)
                     rest = buf[end + 4 :]
-                    if head.status < 200:  # 100 Continue and friends: read on
-                        buf = rest
+                    if head.status < 200:  # 100 Continue and friends: the final head may
+                        buf = rest  # be in the same read already, so parse before reading
                         continue
                     break
                 if len(buf) > MAX_HEAD_BYTES:
                     raise FramingError("response head larger than 64 KiB")
+                buf += await stream.receive(_READ_SIZE)
+                heard = True
         except anyio.EndOfStream as exc:
             await anyio.aclose_forcefully(stream)
-            if reused and not buf:
+            if reused and not heard:
                 # A clean close, before a byte, of a connection we reused: the server had
                 # closed it after its last response (the FIN was still in flight). Resend
                 # once on a fresh connection, count it, and stop reusing for this origin.
@@ -121,7 +123,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await anyio.aclose_forcefully(stream)
             raise
         decoder = BodyDecoder(head.framing, head.content_length)
-        first = decoder.feed(rest) if rest else []
+        try:  # body bytes that came in the head's read are framed like any others
+            first = decoder.feed(rest) if rest else []
+        except FramingError as exc:
+            await anyio.aclose_forcefully(stream)
+            raise MalformedResponse(str(exc), request=request) from exc
         body = _Body(conn, decoder, first, idle if head.keep_alive else None, request)
         return httpx.Response(
             head.status,
