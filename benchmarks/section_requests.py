@@ -1,0 +1,109 @@
+"""Section 2: client CPU seconds per 1,000 requests (64-token streams, c=64), in rotated rounds.
+
+Two loads: the bulk server (each response in one write: the client's own cost per request)
+and the timed server (a write per token, 20 ms apart: a wake-up per token, as against a
+real server). The peers' figures are printed as a labelled reference and never divided
+into ours: they were measured in another study, against another mock, another way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import (
+    ITL_MS,
+    PEERS_CPU_S_PER_1K,
+    PEERS_SOURCE,
+    REQUEST_S,
+    TIMED_TOKENS,
+    Bench,
+    fmt,
+    median,
+    rotation,
+)
+from procs import RefServer
+
+LABELS = {"raw": "raw reference", "lean": "loadbench", "httpx": "loadbench httpx"}
+
+# Guards: 0.27 s (bulk) and 2.63 s (real-time) measured on 2026-11-25, plus ~30%.
+GUARD_BULK_S = 0.35
+GUARD_REALTIME_S = 3.4
+
+
+def per_1k_requests(cell: dict[str, Any]) -> float | None:
+    per_1k = None
+    if not cell.get("error") and cell.get("ok"):
+        per_1k = 1e3 * cell["cpu_s"] / cell["ok"]
+    cell["cpu_s_per_1k_requests"] = per_1k
+    return per_1k
+
+
+def _row(b: Bench, label: str, got: list[dict[str, Any]], guard: tuple[str, float] | None) -> None:
+    figs = [per_1k_requests(c) for c in got]
+    med = median(figs)
+    ok = median([c.get("ok") for c in got if not c.get("error")])
+    each = ", ".join(fmt(f, 0, 3) for f in figs)
+    extra = "   target " + b.target(guard[0], med, guard[1], " s") if guard else ""
+    print(f"   {label:<16} {fmt(med, 6, 3)} s  ({fmt(ok, 5, 0)} requests)  [{each}]{extra}")
+    for c in got:
+        if c.get("error"):
+            print(f"   {'':>19}round {c['round']}: {c['error']}")
+
+
+def section_requests(b: Bench, bulk: RefServer, timed: RefServer) -> None:
+    p = b.plan
+    print()
+    print("2. Client CPU seconds per 1,000 requests: 64-token streams, c=64")
+    print(f"   {p.rounds} round(s), each running every client on both servers, the order")
+    print("   rotating; figures: the median over the rounds [each round]")
+    bulk_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in LABELS}
+    timed_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("raw", "lean")}
+    realtime_s = 2 * REQUEST_S + p.requests_window_s
+    for r in range(1, p.rounds + 1):
+        for kind in rotation(list(bulk_runs), r):
+            cell = b.client(
+                bulk,
+                kind,
+                64,
+                TIMED_TOKENS,
+                section="requests",
+                warmup=["--warmup-s", str(p.warmup_s)],
+                duration_s=p.requests_window_s,
+                limit_s=30.0,
+                round_no=r,
+            )
+            bulk_runs[kind].append(cell)
+        for kind in rotation(list(timed_runs), r):
+            cell = b.client(
+                timed,
+                kind,
+                64,
+                TIMED_TOKENS,
+                section="requests-realtime",
+                warmup=["--warmup-each", "1"],
+                duration_s=realtime_s,
+                limit_s=realtime_s + 25,
+                stagger_s=REQUEST_S,
+                round_no=r,
+            )
+            timed_runs[kind].append(cell)
+    print(
+        f"   bulk server: {p.warmup_s:g} s warmup, then {p.requests_window_s:g} s as in section 1"
+    )
+    for kind, got in bulk_runs.items():
+        guard = ("CPU/request: loadbench s per 1k, bulk", GUARD_BULK_S) if kind == "lean" else None
+        _row(b, LABELS[kind], got, guard)
+    print(
+        f"   real-time load: the timed server of section 3 (one write per token, {ITL_MS:g} ms"
+        " apart),"
+    )
+    print(
+        f"   streams spread over {REQUEST_S:.2f} s, {p.requests_window_s:g} s steady; no stamp hook"
+    )
+    for kind, got in timed_runs.items():
+        name = "CPU/request: loadbench s per 1k, real-time"
+        _row(b, LABELS[kind], got, (name, GUARD_REALTIME_S) if kind == "lean" else None)
+    print(f"   peers ({PEERS_SOURCE}:")
+    print("   whole-run CPU minus start-up, a mock streaming a token every 10 ms, c=64; not")
+    print("   re-run here, so no ratio against the figures above is measured):")
+    print("   " + " · ".join(f"{name} {v:g} s" for name, v in PEERS_CPU_S_PER_1K))
