@@ -12,12 +12,25 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import psutil
 
 from loadbench.metrics import new_histogram, percentile_ms, record
+from loadbench.observe.energy import POWERCAP_ROOT, EnergyUse, RaplMeter
+from loadbench.observe.gpus import GpuReader, GpuReading, NoGpu
+from loadbench.observe.machine import (
+    MachineReader,
+    ServerUsage,
+    family_row,
+    gpu_energy,
+    gpu_row,
+    gpu_usages,
+)
+from loadbench.observe.nvsmi import find_gpus
+from loadbench.observe.series import SeriesRecorder
 
 # Above these the harness, not the server, may be setting the pace.
 CPU_BOTTLENECK_PERCENT = 60.0
@@ -47,6 +60,10 @@ class ClientHealth:
             "warning": self.warning,
         }
 
+    @property
+    def label(self) -> str | None:
+        return client_label(self.cpu_percent, bottleneck=self.bottleneck)
+
 
 def lag_limit_ms(itl_p50_ms: float | None) -> float:
     """How much loop lag a stage can take before its figures are skewed.
@@ -57,6 +74,23 @@ def lag_limit_ms(itl_p50_ms: float | None) -> float:
     2-3 ms late without any figure moving.
     """
     return max(LAG_BOTTLENECK_MS, LAG_SHARE_OF_ITL * (itl_p50_ms or 0.0))
+
+
+CLIENT_BOUND = "client-bound"
+LATE_WAKE_UPS = "late wake-ups"
+
+
+def client_label(cpu_percent: float | None, *, bottleneck: bool) -> str | None:
+    """The short verdict beside a flagged stage, matching :func:`judge`'s advice: the client
+    itself busy (``client-bound``: spread the streams), or idle but woken late by a machine
+    whose cores are taken (``late wake-ups``: free a core). A stage flagged only for lag
+    while its client used 3% CPU is not client-bound, whatever "bottleneck" suggests.
+    Reads the stored figures, so files written before the label existed get it too."""
+    if not bottleneck:
+        return None
+    if cpu_percent is not None and cpu_percent > CPU_BOTTLENECK_PERCENT:
+        return CLIENT_BOUND
+    return LATE_WAKE_UPS
 
 
 def judge(cpu_percent: float, lag_p99_ms: float, itl_p50_ms: float | None = None) -> str | None:
@@ -123,41 +157,6 @@ class ClientMonitor:
         )
 
 
-SERVER_INTERVAL_S = 0.5
-
-
-@dataclass(frozen=True)
-class GpuUsage:
-    index: int
-    name: str
-    memory_used_mb: float  # peak over the stage, whole device
-    memory_total_mb: float
-    utilization_percent_mean: float
-    process_memory_mb: float | None  # peak, the server's own processes, when NVML tells
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class ServerUsage:
-    """The server process (and its children) as seen from this machine, per stage."""
-
-    pid: int | None
-    name: str | None
-    samples: int
-    cpu_percent_mean: float  # of one core; 200 = two cores busy
-    cpu_percent_max: float
-    rss_mb_max: float
-    gpus: tuple[GpuUsage, ...]
-    note: str | None
-
-    def to_dict(self) -> dict[str, object]:
-        d = dict(self.__dict__)
-        d["gpus"] = [g.to_dict() for g in self.gpus]
-        return d
-
-
 def find_listening_pid(host: str, port: int) -> int | None:
     """The pid listening on a local port, where the OS lets us see it (not always on macOS)."""
     if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
@@ -171,54 +170,31 @@ def find_listening_pid(host: str, port: int) -> int | None:
     return None
 
 
-class _Nvml:
-    """nvidia-ml-py (the ``gpu`` extra), imported only when present; absent GPUs are no error."""
-
-    def __init__(self) -> None:
-        self.handles: list[object] = []
-        self._nvml: Any = None
-        self.names: list[str] = []
-        self.totals: list[float] = []
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-                self.handles.append(handle)
-                name = pynvml.nvmlDeviceGetName(handle)
-                self.names.append(name.decode() if isinstance(name, bytes) else str(name))
-                self.totals.append(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20)
-            self._nvml = pynvml
-        except Exception:  # no library, no driver, no device: sample CPU only
-            self.handles = []
-
-    def sample(self, pids: set[int]) -> list[tuple[float, float, float | None]]:
-        """Per device: (memory used MB, utilization %, the given pids' memory MB or None)."""
-        out: list[tuple[float, float, float | None]] = []
-        nvml = self._nvml
-        for handle in self.handles:
-            try:
-                used = nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
-                util = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-                procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-                mine = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory]
-                out.append((used, util, sum(mine) / 2**20 if mine else None))
-            except Exception:
-                out.append((0.0, 0.0, None))
-        return out
+SERVER_INTERVAL_S = 0.5
 
 
 class ServerMonitor:
-    """Samples the server's CPU, memory and GPUs every half second during a stage.
+    """Samples the server's CPU and memory, the machine's, its GPUs and RAPL zones every
+    ``interval_s`` during a stage, keeping every reading (:class:`StageSeries`).
 
-    Only meaningful when the server runs on this machine: its pid comes from
-    ``--server-pid``, from the simulator loadbench started, or from the listening socket
-    of a loopback target. Without a pid, GPUs are still sampled device-wide.
+    The server's figures need its pid: from ``--server-pid``, from the simulator loadbench
+    started, or from the listening socket of a loopback target; without one the machine,
+    its GPUs (device-wide) and its RAPL zones are still read. ``gpus``: a reader, a
+    :class:`NoGpu` saying why there is none, or None to look (NVML, then ``nvidia-smi``).
+    Each tick costs a few milliseconds of psutil (NVML: microseconds) on the event loop;
+    ``nvidia-smi`` runs in a worker thread.
     """
 
-    def __init__(self, pid: int | None) -> None:
+    def __init__(
+        self,
+        pid: int | None,
+        *,
+        interval_s: float = SERVER_INTERVAL_S,
+        gpus: GpuReader | NoGpu | None = None,
+        powercap_root: Path = POWERCAP_ROOT,
+    ) -> None:
         self.pid = pid
+        self.interval_s = interval_s
         self._process: psutil.Process | None = None
         self._note: str | None = None
         if pid is not None:
@@ -226,75 +202,116 @@ class ServerMonitor:
                 self._process = psutil.Process(pid)
             except psutil.Error as exc:
                 self._note = f"cannot watch pid {pid}: {exc}"
-        self._nvml = _Nvml()
+        found = find_gpus() if gpus is None else gpus
+        self._gpus: GpuReader | None = None if isinstance(found, NoGpu) else found
+        self._no_gpu = found.reason if isinstance(found, NoGpu) else None
+        self._rapl = RaplMeter(powercap_root)
+        self._machine = MachineReader()
         self._reset()
 
     def _reset(self) -> None:
-        self._cpu: list[float] = []
-        self._rss = 0.0
-        self._gpu: list[list[tuple[float, float, float | None]]] = []
+        self._series = SeriesRecorder(self.interval_s)
+        self._family: list[psutil.Process] = []
+        self._t0: float | None = None
+        self._devices: dict[int, GpuReading] = {}
+        self._baseline: list[GpuReading] = []
 
-    def _family(self) -> list[psutil.Process]:
-        assert self._process is not None
-        try:
-            return [self._process, *self._process.children(recursive=True)]
-        except psutil.Error:
-            return [self._process]
+    def _pids(self) -> set[int]:
+        return {p.pid for p in self._family}
 
-    def _take(self, family: list[psutil.Process]) -> None:
-        cpu = 0.0
-        rss = 0.0
-        for p in family:
-            try:
-                cpu += p.cpu_percent(None)
-                rss += p.memory_info().rss / 2**20
-            except psutil.Error:
-                continue
-        self._cpu.append(cpu)
-        self._rss = max(self._rss, rss)
+    def _cheap_row(self, t_s: float) -> dict[str, float | None]:
+        row = family_row(self._family)
+        row.update(self._machine.row())
+        row.update(self._rapl.tick(t_s))
+        return row
+
+    def _add(self, t_s: float, row: dict[str, float | None], gpus: list[GpuReading]) -> None:
+        for r in gpus:
+            self._devices[r.index] = r
+        row.update(gpu_row(gpus))
+        self._series.add(t_s, row)
+
+    def _since_start(self) -> float:
+        assert self._t0 is not None
+        return time.perf_counter() - self._t0
 
     async def sample(self) -> None:
-        """Runs until cancelled; the first psutil reading only sets the baseline."""
+        """Runs until cancelled, a tick every ``interval_s`` on absolute times (a late tick
+        is not made up); the readings at the start only set baselines."""
         self._reset()
-        family = self._family() if self._process is not None else []
-        for p in family:
-            with contextlib.suppress(psutil.Error):
-                p.cpu_percent(None)
+        if self._process is not None:
+            try:
+                self._family = [self._process, *self._process.children(recursive=True)]
+            except psutil.Error:
+                self._family = [self._process]
+        family_row(self._family)
+        self._machine.start()
+        self._t0 = time.perf_counter()
+        self._rapl.start(0.0)
+        reader = self._gpus
+        if reader is not None and not reader.blocking:
+            self._baseline = reader.read(self._pids())
+        due = anyio.current_time()
         while True:
-            await anyio.sleep(SERVER_INTERVAL_S)
-            if family:
-                self._take(family)
-            if self._nvml.handles:
-                self._gpu.append(self._nvml.sample({p.pid for p in family}))
-
-    def finish(self) -> ServerUsage:
-        gpus = []
-        for i, gpu_name in enumerate(self._nvml.names):
-            column = [row[i] for row in self._gpu if i < len(row)]
-            mine = [m for _, _, m in column if m is not None]
-            gpus.append(
-                GpuUsage(
-                    index=i,
-                    name=gpu_name,
-                    memory_used_mb=round(max((u for u, _, _ in column), default=0.0), 1),
-                    memory_total_mb=round(self._nvml.totals[i], 1),
-                    utilization_percent_mean=round(sum(u for _, u, _ in column) / len(column), 1)
-                    if column
-                    else 0.0,
-                    process_memory_mb=round(max(mine), 1) if mine else None,
+            due = max(due + self.interval_s, anyio.current_time())
+            await anyio.sleep_until(due)
+            t_s = self._since_start()
+            row = self._cheap_row(t_s)
+            gpus: list[GpuReading] = []
+            if reader is not None and reader.blocking:
+                gpus = await anyio.to_thread.run_sync(
+                    reader.read, self._pids(), abandon_on_cancel=True
                 )
-            )
+            elif reader is not None:
+                gpus = reader.read(self._pids())
+            self._add(t_s, row, gpus)
+
+    def finish(self, output_tokens: int | None = None) -> ServerUsage:
+        """The stage's usage; a stage that ended since the last tick gets a closing reading
+        (so a 0.35 s stage has one), except from ``nvidia-smi``, too slow for the loop.
+        ``output_tokens`` (the stage's) turns joules into joules per token."""
+        if self._t0 is not None:
+            t_s = self._since_start()
+            if not self._series.t_s or t_s - self._series.t_s[-1] >= self.interval_s / 4:
+                reader = self._gpus
+                closing = reader.read(self._pids()) if reader and not reader.blocking else []
+                self._add(t_s, self._cheap_row(t_s), closing)
+        series = self._series.freeze()
+        summaries = series.summaries()
+        cpu = summaries.get("server_cpu_percent")
+        rss = summaries.get("server_rss_mb")
         process_name: str | None = None
         if self._process is not None:
             with contextlib.suppress(psutil.Error):
                 process_name = self._process.name()
+        source = self._gpus.source if self._gpus is not None else None
+        absent: dict[str, str] = {}
+        energy: list[EnergyUse] = []
+        if self._gpus is None:
+            absent["gpu"] = self._no_gpu or "not looked for"
+        elif not self._devices and self._t0 is not None:
+            absent["gpu"] = getattr(self._gpus, "problem", None) or f"{source} listed no GPU"
+        else:
+            used, missing = gpu_energy(
+                series, self._devices, self._baseline, source or "", output_tokens
+            )
+            energy += used
+            absent.update(missing)
+        if self._rapl.absent is not None:
+            absent["rapl"] = self._rapl.absent
+        elif self._t0 is not None:
+            energy += self._rapl.finish(output_tokens)
         return ServerUsage(
             pid=self.pid,
             name=process_name,
-            samples=len(self._cpu),
-            cpu_percent_mean=round(sum(self._cpu) / len(self._cpu), 1) if self._cpu else 0.0,
-            cpu_percent_max=round(max(self._cpu, default=0.0), 1),
-            rss_mb_max=round(self._rss, 1),
-            gpus=tuple(gpus),
+            samples=cpu.count if cpu is not None else 0,
+            cpu_percent_mean=round(cpu.mean, 1) if cpu is not None else 0.0,
+            cpu_percent_max=round(cpu.max, 1) if cpu is not None else 0.0,
+            rss_mb_max=round(rss.max, 1) if rss is not None else 0.0,
+            gpus=gpu_usages(series, self._devices, source),
             note=self._note,
+            series=series if self._t0 is not None else None,
+            energy=tuple(energy),
+            absent=absent,
+            machine_memory_total_mb=round(self._machine.memory_total_mb, 1),
         )

@@ -115,7 +115,7 @@ class LiveStage:
             finished_at=_now_iso(),
             interrupted=interrupted,
             error_samples=dict(self.error_samples),
-            server=self.server.finish() if self.server is not None else None,
+            server=self.server.finish(figures.output_tokens) if self.server is not None else None,
             busy_fraction=round(self.worker_busy_ns / total, 4) if total else None,
             stopped=self.stopped,
         )

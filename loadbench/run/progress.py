@@ -122,8 +122,8 @@ def summary_table(stages: Sequence[StageResult]) -> Table:
         lat = f.latency_ms
         errors = ", ".join(f"{k}={v}" for k, v in sorted(f.errors.items())) or "-"
         client = f"{s.client.cpu_percent:.0f}% cpu"
-        if s.client.bottleneck:
-            client += " BOTTLENECK"
+        if s.client.label is not None:
+            client += f" {s.client.label}"
         server = "-"
         if s.server is not None and s.server.samples:
             server = f"{s.server.cpu_percent_mean:.0f}% cpu {s.server.rss_mb_max:.0f} MB"
