@@ -3,6 +3,7 @@ check (every model listed and answering) that comes before any load.
 """
 
 from loadbench.models.check import ModelCheck, check_models, list_models, run_check
+from loadbench.models.foundry import find_endpoint
 from loadbench.models.resolve import AmbiguousModel, Resolution, resolve
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "ModelCheck",
     "Resolution",
     "check_models",
+    "find_endpoint",
     "list_models",
     "resolve",
     "run_check",
