@@ -1,8 +1,18 @@
 """Result files into Markdown, HTML, CSV and plots: a block model rendered two ways, and
-matplotlib figures drawn from the same documents.
+matplotlib figures drawn from the same documents; the resources section and plot (server,
+machine and GPU use over each run) from the monitor's series.
 """
 
 from loadbench.report.document import csv_text, html, markdown
 from loadbench.report.plots import plot_files
+from loadbench.report.resources import resource_images, resource_plot_files, resources_blocks
 
-__all__ = ["csv_text", "html", "markdown", "plot_files"]
+__all__ = [
+    "csv_text",
+    "html",
+    "markdown",
+    "plot_files",
+    "resource_images",
+    "resource_plot_files",
+    "resources_blocks",
+]
