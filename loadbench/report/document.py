@@ -25,16 +25,16 @@ from loadbench.observe import serverside
 from loadbench.report.blocks import Block, Heading, Para, Table, Terms, to_html, to_markdown
 from loadbench.report.cells import (
     NONE,
+    Run,
     latency,
+    model_summary,
+    models_of,
     ms,
     points_by_label,
     rate,
     stage_label,
+    stage_load,
 )
-from loadbench.report.cells import Run as Run  # plots.py reads these four from here
-from loadbench.report.cells import model_summary as model_summary
-from loadbench.report.cells import models_of as models_of
-from loadbench.report.cells import stage_load as stage_load
 from loadbench.report.serverside_sections import server_side
 
 TITLE = "loadbench report"

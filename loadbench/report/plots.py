@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from loadbench.errors import UsageError
 from loadbench.metrics import decode
-from loadbench.report.document import Run, model_summary, models_of, stage_load
+from loadbench.report.cells import Run, model_summary, models_of, stage_load
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
