@@ -24,6 +24,7 @@ from loadbench.run.launch import default_ready_url
 from loadbench.scenario import load_scenario
 from loadbench.scenario.model import redact_argv
 from loadbench.sim.server import SimConfig, simulator_process
+from tests.test_cli import assert_partial, start_cli, wait_for_stage
 
 
 def free_port() -> int:
@@ -199,25 +200,23 @@ def test_ctrl_c_writes_partial_results_and_stops_the_server(
     body = scenario(port, simulator(port, "--ttft-ms", "50", "--itl-ms", "50")).replace(
         "requests = 4", "requests = 400"
     )
-    out = tmp_path / "r.json"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "loadbench", "run", str(write_scenario(body)), "-o", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    out, log = tmp_path / "r.json", tmp_path / "stderr.txt"
+    with log.open("w") as stderr_file:
+        run = start_cli(
+            ["run", str(write_scenario(body)), "-o", str(out)],
+            tmp_path / "ready",
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and refused(port):
-            time.sleep(0.05)
-        time.sleep(1.5)  # into the first stage
+        wait_for_stage(log, run)  # the server is up and has answered the first request
         run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=60)
+        run.wait(timeout=60)
     finally:
         run.kill()
+    stderr = log.read_text()
     assert run.returncode == 130, stderr
-    doc = orjson.loads(out.read_bytes())
-    assert doc["interrupted"] is True
+    doc = assert_partial(out)
     assert doc["target"]["cold_start"]["first_request"] == "ok"
     assert refused(port), "the launched server outlived the interrupted run"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -53,6 +54,18 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _obey_sigint() -> None:
+    """Ctrl-C and ``kill -INT`` stop loadbench even when it started with SIGINT ignored.
+
+    Shells start background jobs (``loadbench run … &`` in a script, CI steps) with SIGINT
+    ignored, and Python then leaves it ignored: only SIGTERM would stop the run. Python's
+    own handler is put back, not one of ours, so that anyio's event loop still turns the
+    signal into a cancellation of the run, as it does for a foreground Ctrl-C.
+    """
+    if threading.current_thread() is threading.main_thread():  # signal.signal's rule
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[list[int]]:
     """While results are written, a Ctrl-C or SIGTERM is noted, not obeyed: the file is
@@ -72,3 +85,4 @@ def main() -> None:
     """Load-test OpenAI-compatible LLM servers: streaming requests from a scenario file,
     exact latency percentiles (HDR histograms), honest about coordinated omission and about
     its own CPU."""
+    _obey_sigint()
