@@ -19,8 +19,7 @@ import sys
 
 import anyio
 
-from loadbench.observe import NoGpu, ServerMonitor, SmiReader, find_gpus
-from loadbench.observe.gpus import GpuReader
+from loadbench.observe import GpuReader, NoGpu, ServerMonitor, SmiReader, find_gpus
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ start).
 """
 
 from loadbench.observe.energy import EnergyUse
-from loadbench.observe.gpus import GpuReading, NoGpu, NvmlReader
+from loadbench.observe.gpus import GpuReader, GpuReading, NoGpu, NvmlReader
 from loadbench.observe.machine import GpuUsage, ServerUsage
 from loadbench.observe.monitor import (
     CLIENT_BOUND,
@@ -27,6 +27,7 @@ __all__ = [
     "ClientHealth",
     "ClientMonitor",
     "EnergyUse",
+    "GpuReader",
     "GpuReading",
     "GpuUsage",
     "MetricsScraper",
