@@ -11,6 +11,7 @@ Exit codes:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -66,6 +67,38 @@ def _obey_sigint() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Set by ``loadbench.sim.process`` for the simulator it starts; the same name is spelled there.
+_EXIT_ON_STDIN_EOF_ENV = "LOADBENCH_EXIT_ON_STDIN_EOF"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _exit_with_parent() -> None:
+    """A child started by ``simulator_process`` ends when its parent does, killed or not.
+
+    The parent holds our stdin open and never writes to it, so end of file means it is
+    gone: a blocking read in a daemon thread sees that on every platform, whatever the
+    main thread is doing. On Linux the kernel is asked for SIGKILL at the parent's death
+    too, which needs no thread to run; the pipe also covers a parent that died before
+    that request was made. The variable is removed so that no grandchild inherits it.
+    """
+    if os.environ.pop(_EXIT_ON_STDIN_EOF_ENV, None) != "1":
+        return
+    if sys.platform == "linux":
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watch_stdin() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass
+        os._exit(0)  # nothing to save: the one reader of our output is gone
+
+    threading.Thread(target=watch_stdin, name="exit-with-parent", daemon=True).start()
+
+
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[list[int]]:
     """While results are written, a Ctrl-C or SIGTERM is noted, not obeyed: the file is
@@ -86,3 +119,4 @@ def main() -> None:
     exact latency percentiles (HDR histograms), honest about coordinated omission and about
     its own CPU."""
     _obey_sigint()
+    _exit_with_parent()

@@ -4,12 +4,19 @@ Kept apart from ``simserver`` because it is the parent's side: it needs the simu
 flags and its announce line, never its model. The child is ``python -m loadbench
 simulate``, which lands in ``simserver.run``. ``simserver`` re-exports ``SimulatorHandle``,
 ``config_to_args`` and ``simulator_process``.
+
+The child must not outlive its parent, even one killed with SIGKILL, which runs no
+clean-up: its stdin is a pipe the parent holds open and never writes, and a child started
+with ``EXIT_ON_STDIN_EOF_ENV`` set exits at end of file, that is when the parent is gone,
+on every platform (``cli.app`` does the child's side; on Linux it also asks the kernel
+for SIGKILL at the parent's death).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +30,8 @@ import anyio
 from loadbench.errors import LoadbenchError
 from loadbench.sim.faults import SimConfig
 
+# Read by ``loadbench.cli.app`` in the child; the same name is spelled there.
+EXIT_ON_STDIN_EOF_ENV = "LOADBENCH_EXIT_ON_STDIN_EOF"
 _ANNOUNCE_RE = re.compile(rb"listening on http://(?P<host>.+):(?P<port>\d+)/v1")
 
 
@@ -98,7 +107,13 @@ def simulator_process(
     argv = [*prefix, "--host", host, "--port", "0", *config_to_args(config)]
     with tempfile.TemporaryFile() as stderr:
         started_ns = time.perf_counter_ns()
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr) as proc:
+        with subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,  # the lifeline: never written, closed by our exit
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, EXIT_ON_STDIN_EOF_ENV: "1"},
+        ) as proc:
             try:
                 line, timed_out = anyio.run(_read_announce, proc, startup_timeout_s)
                 ready_ns = time.perf_counter_ns()
