@@ -168,6 +168,7 @@ def test_full_example_round_trips_to_dict(tmp_path: Path) -> None:
             "max_duration_s": None,
         },
         "slo": [],
+        "monitor": {"interval_s": 0.5},
     }
 
 
@@ -900,3 +901,14 @@ def test_the_reader_knows_every_simulator_fault_rate() -> None:
     from loadbench.sim.faults import RATE_FIELDS
 
     assert sorted(_SIM_FAULTS) == sorted(RATE_FIELDS)
+
+
+def test_monitor_interval_is_read_and_checked(tmp_path: Path) -> None:
+    assert load_scenario(write(tmp_path, MINIMAL), env={}).monitor.interval_s == 0.5
+    chosen = load_scenario(write(tmp_path, MINIMAL + "[monitor]\ninterval_s = 0.25\n"), env={})
+    assert chosen.monitor.interval_s == 0.25
+    assert chosen.to_dict()["monitor"] == {"interval_s": 0.25}
+    (problem,) = problems_of(tmp_path, MINIMAL + "[monitor]\ninterval_s = 0\n")
+    assert problem.startswith("monitor.interval_s: expected")
+    (problem,) = problems_of(tmp_path, MINIMAL + "[monitor]\nevery = 1\n")
+    assert "every" in problem

@@ -21,7 +21,7 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from loadbench.observe import serverside
+from loadbench.observe import client_label, serverside
 from loadbench.report.blocks import Block, Heading, Para, Table, Terms, to_html, to_markdown
 from loadbench.report.cells import (
     NONE,
@@ -35,6 +35,7 @@ from loadbench.report.cells import (
     stage_label,
     stage_load,
 )
+from loadbench.report.resources import resources_blocks
 from loadbench.report.serverside_sections import server_side
 
 TITLE = "loadbench report"
@@ -83,7 +84,8 @@ def _client_cell(stage: Mapping[str, Any]) -> str:
     client = stage.get("client") or {}
     cpu = client.get("cpu_percent")
     text = NONE if cpu is None else f"{cpu:.0f}%"
-    return f"{text} ⚠ BOTTLENECK" if client.get("bottleneck") else text
+    label = client_label(cpu, bottleneck=bool(client.get("bottleneck")))
+    return f"{text} ⚠ {label}" if label else text
 
 
 def _target(doc: Mapping[str, Any]) -> str:
@@ -246,6 +248,7 @@ def _model_sections(runs: Sequence[Run]) -> Iterator[Block]:
             yield Heading(3, "Highlights")
             yield _highlights(doc, model)
             yield from server_side(doc, model)
+            yield from resources_blocks(doc, model)
         others = _other_warnings(doc)
         if others:
             yield Heading(3, f"Warnings for {name}")

@@ -24,6 +24,7 @@ __all__ = [
     "LaunchSpec",
     "LoadMode",
     "LoadSpec",
+    "MonitorSpec",
     "RequestSpec",
     "Scenario",
     "SimulateSpec",
@@ -125,6 +126,13 @@ class LoadSpec:
 
 
 @dataclass(frozen=True)
+class MonitorSpec:
+    """How often the server, the machine and its GPUs are sampled during a stage."""
+
+    interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     path: str
@@ -135,6 +143,7 @@ class Scenario:
     request: RequestSpec
     load: LoadSpec
     slo: tuple[Threshold, ...] = ()  # from [slo]: every stage is judged against these
+    monitor: MonitorSpec = MonitorSpec()
 
     def to_dict(self) -> dict[str, object]:
         """The resolved scenario for the result file: plain JSON types, no secrets."""
@@ -181,6 +190,7 @@ class Scenario:
                 "max_duration_s": ld.max_duration_s,
             },
             "slo": [t.source for t in self.slo],
+            "monitor": {"interval_s": self.monitor.interval_s},
         }
 
 

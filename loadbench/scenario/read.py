@@ -28,6 +28,7 @@ from loadbench.scenario.model import (
     BASE_URL_ENV,
     Api,
     LaunchSpec,
+    MonitorSpec,
     RequestSpec,
     Scenario,
     SimulateSpec,
@@ -46,7 +47,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SET_BY_LOADBENCH = ("model", "messages", "prompt", "stream", "max_tokens", "temperature")
 
-_TOP_KEYS = ("name", "target", "models", "prompts", "request", "load", "slo")
+_TOP_KEYS = ("name", "target", "models", "prompts", "request", "load", "slo", "monitor")
 _TARGET_KEYS = (
     "base_url",
     "api",
@@ -109,6 +110,7 @@ def _build(
     prompts, prompts_file = _prompts(c, doc, file.parent)
     request = _request(c, doc)
     load = read_load(c, doc)
+    monitor = _monitor(c, doc)
     slo: tuple[Threshold, ...] = ()
     if "slo" in doc:
         slo, problems = slo_thresholds(doc["slo"])
@@ -117,7 +119,20 @@ def _build(
         c.problems.extend(stage_size_problems(load))
     if c.problems or name is None or target is None or request is None or load is None:
         return None
-    return Scenario(name, str(file), target, models, prompts, prompts_file, request, load, slo)
+    if monitor is None:
+        return None
+    return Scenario(
+        name, str(file), target, models, prompts, prompts_file, request, load, slo, monitor
+    )
+
+
+def _monitor(c: Checker, doc: Mapping[str, object]) -> MonitorSpec | None:
+    """``[monitor] interval_s``: 50 ms is as often as a sampling pass reliably takes."""
+    raw = c.table(doc, "monitor", "monitor", ("interval_s",))
+    if raw is None:
+        return None
+    interval = c.number("monitor.interval_s", raw.get("interval_s", 0.5), low=0.05, high=60.0)
+    return None if interval is None else MonitorSpec(interval)
 
 
 def _name(c: Checker, doc: Mapping[str, object], file: Path) -> str | None:
