@@ -34,18 +34,23 @@ test: test-fast
 	else \
 		echo "test: skipping the real-engine tier (its llama-server build is for Linux x86-64)"; \
 	fi
+	@if why="$$(bash scripts/foundry_local.sh supported)"; then \
+		$(MAKE) --no-print-directory test-foundry; \
+	else \
+		echo "test: skipping the Foundry Local tier ($$why)"; \
+	fi
 
 ## test-fast: the default suite alone, about 2 minutes on 2 cores
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not real"
+	$(PY) -m pytest -q -m "not slow and not real and not foundry"
 
 ## test-all: every tier that runs without a real engine, slow tests included
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not real"
 
-## bench: client overhead, timing error and start-up, printed side by side
+## bench: client overhead, timing error, start-up and https, in rounds (~10 min; BENCH_ARGS=--quick ~2)
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 ## sweep: run any scenario (make sweep SCENARIO=scenarios/poisson.toml)
 sweep: $(STAMP)
@@ -84,3 +89,22 @@ real-server-stop:
 test-real: $(STAMP)
 	bash scripts/llama_server.sh build
 	LOADBENCH_REAL_REQUIRED=1 $(PY) -m pytest -q -m real tests/test_real.py
+
+.PHONY: foundry-local foundry-local-stop test-foundry
+
+## foundry-local: install the real Foundry Local runtime once (~350 MB venv), serve a tiny model on 127.0.0.1 (PORT=)
+foundry-local:
+	bash scripts/foundry_local.sh install && bash scripts/foundry_local.sh start $(if $(PORT),--port $(PORT))
+
+## foundry-local-stop: stop the runtime that foundry-local started
+foundry-local-stop:
+	bash scripts/foundry_local.sh stop
+
+## test-foundry: the tier against the real Foundry Local runtime (installs it first if needed),
+## on a runtime of its own beside any that foundry-local started
+test-foundry: $(STAMP)
+	bash scripts/foundry_local.sh install
+	@run="$$(mktemp -d)"; export FOUNDRY_LOCAL_RUN_DIR="$$run"; \
+	bash scripts/foundry_local.sh start >/dev/null || exit 1; \
+	LOADBENCH_FOUNDRY_REQUIRED=1 $(PY) -m pytest -q -m foundry tests/test_foundry_real.py; rc=$$?; \
+	bash scripts/foundry_local.sh stop; rm -rf "$$run"; exit $$rc

@@ -44,7 +44,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness import ITL_MS, QUICK, TTFT_MS, Bench, Plan
+from harness import ITL_MS, QUICK, TTFT_MS, Bench, Plan, median
 from procs import Children, start_server, tls_files
 from section_events import section_events
 from section_requests import section_requests
@@ -56,6 +56,8 @@ NOISE_NOTE = (
     "note: a shared 2-core VM; expect ±15-25% noise between runs. Read the figures as\n"
     "ratios: loadbench against the raw client, measured seconds apart on the same cores."
 )
+
+BUSY_PCT = 25.0  # other processes' median CPU, % of one core, above which the guards mislead
 
 
 def _loadavg() -> str:
@@ -121,6 +123,10 @@ def summary(b: Bench) -> None:
         print("goals (not counted):")
         for g in b.goals:
             print(f"   {'met' if g['met'] else 'not yet':<7}  {g['goal']} ≤ {g['goal_value']:g}")
+    busy = median([c.get("other_pct") for c in b.cells])
+    if busy is not None and busy > BUSY_PCT:
+        print(f"the box was busy: other processes took a median {busy:.0f}% of a core while we")
+        print("measured; figures in s and ms run high then, the ratios hold up better")
 
 
 def main() -> int:

@@ -50,7 +50,7 @@ class Plan:
     steady_s: float = 6.0
     phase_locked: bool = True
     startup_trials: int = 3
-    budget_s: float = 600.0
+    budget_s: float = 720.0
 
 
 QUICK = Plan(

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from harness import PEERS_SOURCE, PEERS_STARTUP, Bench
+from harness import PEERS_SOURCE, PEERS_STARTUP, Bench, median
 from procs import PY, RefServer
 
 # Guard: a median of 0.30 s measured on 2026-11-25, plus ~30%.
@@ -49,15 +49,12 @@ def section_startup(b: Bench, server: RefServer) -> None:
         trials.append((first - spawned) / 1e9)
         totals.append(total)
     b.cells.append({"section": "startup", "to_first_post_s": trials, "process_wall_s": totals})
-    if not trials:
-        return
-    median = sorted(trials)[len(trials) // 2]
-    print("   to first POST: " + ", ".join(f"{t:.3f}" for t in trials) + " s")
-    print("   whole process (request, result file, summary, exit): ", end="")
-    print(", ".join(f"{t:.2f}" for t in totals) + " s")
-    print(
-        "   median to first POST: "
-        + b.target("start-up: to first POST, median", median, GUARD_S, " s")
-    )
-    print(f"   peers, launch to load ({PEERS_SOURCE}; not re-run here):")
-    print(f"   {PEERS_STARTUP}")
+    first_post = median(trials)
+    if trials:
+        print("   to first POST: " + ", ".join(f"{t:.3f}" for t in trials) + " s")
+        print("   whole process (request, result file, summary, exit): ", end="")
+        print(", ".join(f"{t:.2f}" for t in totals) + " s")
+    name = "start-up: to first POST, median"
+    print("   median to first POST: " + b.target(name, first_post, GUARD_S, " s"))
+    print(f"   peers, launch to load ({PEERS_SOURCE};")
+    print(f"   not re-run here): {PEERS_STARTUP}")
