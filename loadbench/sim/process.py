@@ -99,7 +99,9 @@ def simulator_process(
     ``command`` replaces ``[python, -m, loadbench, simulate]``. The port is read from the
     announce line on stdout; stderr goes to a temporary file (a pipe nobody reads could fill
     and block the child) and its tail is the error message when start-up fails. Call it
-    from synchronous code: it runs a short event loop of its own while it waits.
+    from synchronous code: it runs a short event loop of its own while it waits. On Linux
+    the child dies with the *thread* that started it (PR_SET_PDEATHSIG), so keep the
+    ``with`` block in that thread.
     """
     prefix = (
         list(command) if command is not None else [sys.executable, "-m", "loadbench", "simulate"]
