@@ -103,7 +103,10 @@ def write(path: Path, data: bytes) -> Path:
         (lambda p: p, "Is a directory"),
         (lambda p: p / "missing.toml", "No such file"),
         (lambda p: write(p / "empty.toml", b""), "models"),
-        (lambda p: write(p / "bin.toml", b"\x00\xff\xfe\x80"), ""),
+        (
+            lambda p: write(p / "bin.toml", b"\x00\xff\xfe\x80"),
+            "expected UTF-8 text, got byte 0xff",
+        ),
     ],
 )
 def test_run_with_a_bad_scenario_path_exits_2_in_one_line(
