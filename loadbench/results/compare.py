@@ -10,6 +10,15 @@ larger than the noise the two runs themselves show. For latency percentiles that
 a ~95% confidence interval per run, computed from its HDR histogram
 (:func:`percentile_interval_ms`); the runs must also hold at least ``min_samples`` values,
 or the verdict is "too few samples" and never a regression.
+
+Inter-token gaps are not independent samples: the gaps of one request share its batch,
+its connection and whatever stalled the machine while it streamed. Treating a stage's
+thousands of ITL gaps as independent gave intervals so narrow that twin runs of one
+build, compared at 10%, failed on ``itl.p95`` (measured on a busy 2-core machine, see
+tests/test_compare.py). ITL intervals are therefore widened to the stage's number of
+requests, as if every gap of a request were the same value (the design effect of cluster
+sampling at its upper bound, n gaps / requests): the interval a per-request sample of that
+size would give.
 """
 
 from __future__ import annotations
@@ -117,7 +126,9 @@ def _indexes_at_ranks(h: HdrHistogram, ranks: Sequence[int]) -> list[int]:
     return found
 
 
-def percentile_interval_ms(h: HdrHistogram, p: float, z: float = Z_95) -> tuple[float, float]:
+def percentile_interval_ms(
+    h: HdrHistogram, p: float, z: float = Z_95, clusters: int | None = None
+) -> tuple[float, float]:
     """A ~95% (for z = 1.96) confidence interval of percentile ``p`` (0-100), in ms.
 
     Distribution-free (binomial order statistics): the number of values below the true
@@ -127,6 +138,10 @@ def percentile_interval_ms(h: HdrHistogram, p: float, z: float = Z_95) -> tuple[
     low end and the top for the high end, so bucket rounding widens, never narrows, the
     interval, and it always contains :func:`loadbench.metrics.percentile_ms`'s value.
     (0.0, 0.0) for an empty histogram.
+
+    ``clusters``: the values come in that many correlated groups (ITL gaps, grouped by
+    request); the rank spread is scaled by sqrt(n / clusters), so the interval is as wide
+    as that many independent values would give. None or >= n: values are independent.
     """
     if not 0.0 <= p <= 100.0:
         raise ValueError(f"percentile must be within 0..100, got {p}")
@@ -135,7 +150,8 @@ def percentile_interval_ms(h: HdrHistogram, p: float, z: float = Z_95) -> tuple[
         return 0.0, 0.0
     q = p / 100
     centre = n * q
-    half = z * math.sqrt(n * q * (1 - q))
+    design_effect = n / clusters if clusters is not None and 0 < clusters < n else 1.0
+    half = z * math.sqrt(n * q * (1 - q) * design_effect)
     point = max(1, min(n, int(centre + 0.5)))  # hdrh's rank for the percentile itself
     low_rank = max(1, min(point, math.floor(centre - half)))
     high_rank = min(n, max(point, math.ceil(centre + half) + 1))
@@ -170,6 +186,15 @@ def _count(stage: Mapping[str, Any], key: str, metric: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _clusters(stage: Mapping[str, Any], metric: str) -> int | None:
+    """For ITL, the number of requests its gaps came from (one e2e value each); else None."""
+    if metric != "itl":
+        return None
+    h = _histogram(stage, "e2e")
+    requests = h.total_count if h is not None else _count(stage, "latency_ms", "e2e")
+    return requests or None
+
+
 @dataclass(frozen=True)
 class _Rule:
     tolerance: float
@@ -202,8 +227,8 @@ def _latency_verdict(
         return Verdict.OK
     p = float(stat[1:]) if stat.startswith("p") else None
     if p is not None and hb is not None and hc is not None:
-        b_low, b_high = percentile_interval_ms(hb, p)
-        c_low, c_high = percentile_interval_ms(hc, p)
+        b_low, b_high = percentile_interval_ms(hb, p, clusters=_clusters(base, metric))
+        c_low, c_high = percentile_interval_ms(hc, p, clusters=_clusters(cand, metric))
         apart = c_low > b_high if beyond_worse else c_high < b_low
         if not apart:
             return Verdict.NOISE
