@@ -12,6 +12,7 @@ minimum to 0; ``get_mean_value`` walks an iterator object per bucket (~35 ms); i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,6 +50,7 @@ class Metric(StrEnum):
     SERVER_PREFILL = "server_prefill"  # the server's own prompt-processing time
     SERVER_DECODE = "server_decode"  # the server's own generation time
     TTFT_OUTSIDE_PREFILL = "ttft_outside_prefill"  # ttft - server prefill: queue, network, us
+    CONNECT = "connect"  # TCP + TLS set-up paid by a measured request (ok or not), not in TTFT
 
 
 CLOSED_LOOP_METRICS = (Metric.TTFT, Metric.ITL, Metric.TPOT, Metric.E2E)
@@ -170,16 +172,7 @@ class LatencySummary:
     max: float
 
     def to_dict(self) -> dict[str, float | int]:
-        return {
-            "count": self.count,
-            "min": self.min,
-            "mean": self.mean,
-            "p50": self.p50,
-            "p90": self.p90,
-            "p95": self.p95,
-            "p99": self.p99,
-            "max": self.max,
-        }
+        return dataclasses.asdict(self)
 
 
 def _ms(value_us: float) -> float:
@@ -257,6 +250,9 @@ class StageFigures:
     achieved_concurrency: float = 0.0  # mean measured requests in flight over the window
     good: int | None = None  # ok requests within every per-request SLO limit; None: no SLO
     goodput_rps: float | None = None  # good / window
+    # Connections opened before the window, and by measured requests (None: not reported).
+    preopened: int | None = None
+    opened: int | None = None
 
 
 # (metric, percentile, limit in µs): a request is "good" when each of its own values is
@@ -282,13 +278,20 @@ class StageAccumulator:
     lag is never negative.
     """
 
-    def __init__(self, *, open_loop: bool, slo: Sequence[SloLimit] = ()) -> None:
+    def __init__(
+        self, *, open_loop: bool, slo: Sequence[SloLimit] = (), connects: bool = False
+    ) -> None:
         self.open_loop = open_loop
         self.slo = tuple(slo)
         self.good = 0
         self.busy_ns = 0
         metrics = OPEN_LOOP_METRICS if open_loop else CLOSED_LOOP_METRICS
         self.histograms: dict[str, HdrHistogram] = {m.value: new_histogram() for m in metrics}
+        self.connects = connects
+        self.preopened = 0  # set by the engine before the measured window
+        self._connect = new_histogram()
+        if connects:
+            self.histograms[Metric.CONNECT.value] = self._connect
         self.warmup_done = 0
         self.sent = 0
         self.ok = 0
@@ -394,6 +397,11 @@ class StageAccumulator:
                 return False
         return True
 
+    def add_connect(self, connect_ns: int, warmup: bool) -> None:
+        """A measured request opened a connection; a warm-up one's is not counted."""
+        if not warmup:
+            self.clamped += not record(self._connect, _us(connect_ns))
+
     def live_ttft_p50_ms(self) -> float:
         """Median TTFT so far, for a progress display; recomputed only after new records."""
         count: int = self._ttft.total_count
@@ -433,4 +441,6 @@ class StageAccumulator:
             achieved_concurrency=self.busy_ns / 1e9 / duration_s if duration_s > 0 else 0.0,
             good=self.good if self.slo else None,
             goodput_rps=(self.good / duration_s if duration_s > 0 else 0.0) if self.slo else None,
+            preopened=self.preopened if self.connects else None,
+            opened=self._connect.total_count if self.connects else None,
         )

@@ -9,6 +9,7 @@ can raise out of :meth:`LoadClient.execute`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter_ns
 from types import TracebackType
 from typing import Any, Self
@@ -225,8 +226,10 @@ class LoadClient:
         api_key: str | None = None,
         verify: bool = True,
         transport: str = TransportKind.AUTO,
+        preconnect: bool = True,
     ) -> None:
         self._url = endpoint(base_url, api)
+        self._preconnect = preconnect
         self._api = api
         self._spec = spec
         self._timeout_s = timeout_s
@@ -242,6 +245,11 @@ class LoadClient:
         self._transport = make_transport(
             base_url, kind=transport, max_connections=max_connections, verify=verify
         )
+        # The lean transport also says what each request paid to open its connection.
+        self._lean = self._transport if isinstance(self._transport, LeanTransport) else None
+        # Told (connect ns, warmup) for each connection a request opened; the engine points
+        # it at the running stage's accumulator. None: connects are not reported.
+        self.on_connect: Callable[[int, bool], None] | None = None
         self._client = httpx.AsyncClient(
             transport=self._transport,
             headers=headers,
@@ -270,8 +278,22 @@ class LoadClient:
     @property
     def stale_reuses(self) -> int:
         """Requests resent because a reused connection had been closed before them."""
-        transport = self._transport
-        return transport.stale_reuses if isinstance(transport, LeanTransport) else 0
+        return self._lean.stale_reuses if self._lean is not None else 0
+
+    @property
+    def measures_connects(self) -> bool:
+        """Whether requests report their connection set-up (the lean transport does)."""
+        return self._lean is not None
+
+    async def preconnect(self, n: int) -> int:
+        """Opens connections until ``n`` are idle, before a stage's measured window; returns
+        how many it opened (0 over httpx's own pool, or when built with ``preconnect=False``,
+        which only the cold-start benchmark asks for). Bounded by the target timeout."""
+        if self._lean is None or not self._preconnect or n <= 0:
+            return 0
+        with anyio.move_on_after(self._timeout_s):
+            return await self._lean.preconnect(httpx.URL(self._url), n)
+        return 0
 
     def _request(self, model: str, prompt: str) -> httpx.Request:
         key = (model, prompt)
@@ -296,6 +318,8 @@ class LoadClient:
         error: str | None = None
         detail: str | None = None
         got_head = False
+        lean = self._lean
+        connects: list[int] = []
         sent_ns = perf_counter_ns()
         with anyio.move_on_after(self._timeout_s) as scope:
             try:
@@ -303,7 +327,10 @@ class LoadClient:
                 # or redirects to follow, and AsyncClient.send's layers around them cost
                 # ~15 µs per request. The request was built by the client, so it already
                 # carries the headers and timeouts send would add.
-                response = await self._transport.handle_async_request(request)
+                if lean is not None:
+                    response = await lean.send(request, connects)
+                else:
+                    response = await self._transport.handle_async_request(request)
                 response.request = request
                 got_head = True
                 try:
@@ -346,6 +373,9 @@ class LoadClient:
         end_ns = perf_counter_ns()
         if scope.cancelled_caught:
             error, detail = ErrorKind.TIMEOUT, f"no complete response within {self._timeout_s} s"
+        if connects and self.on_connect is not None:
+            for connect_ns in connects:
+                self.on_connect(connect_ns, warmup)
         server = state.server or (None, None, None)
         if state.completion_tokens is not None:
             tokens, source = state.completion_tokens, TokenSource.USAGE

@@ -5,23 +5,28 @@ on this project's machine (../shared/research/client-limits.md): one shared Asyn
 over httpcore falls from 19k to 361 SSE events/s as concurrency goes from 1 to 256,
 because the pool's bookkeeping is O(N²) per request; over a transport like this one
 (an O(1) LIFO list of idle connections, chunked bodies decoded by hand) httpx reads
-over 100k events/s per core. It does HTTP/1.1 over ``anyio.connect_tcp``, with TLS for
+over 100k events/s per core. It does HTTP/1.1 over TCP (a bare non-blocking connect to an
+IP literal, ``anyio.connect_tcp`` for a name), with TLS for
 https:// (ALPN offers http/1.1 only); HTTP/2 and proxies stay on httpx's own transport
 (``client.make_transport`` picks, ``--transport httpx`` forces it).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import select
 import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator
+from time import perf_counter_ns
 
 import anyio
 import anyio.abc
 import httpx
-from anyio.abc import SocketAttribute
+from anyio.abc import SocketAttribute, SocketStream
+from anyio.streams.tls import TLSStream
 
 from loadbench.http.h1 import MAX_HEAD_BYTES, BodyDecoder, FramingError, parse_head
 
@@ -61,6 +66,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, verify: bool | ssl.SSLContext = True) -> None:
         self._verify = verify
         self._idle: dict[Origin, list[Conn]] = {}
+        # Per origin, the address family of an IP-literal host (connected to directly), or
+        # None for a name (resolved at each connect, by anyio's happy eyeballs).
+        self._families: dict[Origin, int | None] = {}
         # Origins that closed a kept-alive connection before answering on it: some servers
         # (llama.cpp's cpp-httplib) close after every streamed response while announcing
         # keep-alive. Their connections are not reused again.
@@ -68,18 +76,17 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.stale_reuses = 0  # requests resent after such a close; reported in the result
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        scheme = url.scheme
-        if scheme == "http":
-            key = (scheme, url.host, url.port or 80)
-        elif scheme == "https":
-            key = (scheme, url.host, url.port or 443)
-        else:
-            raise httpx.UnsupportedProtocol(f"the lean transport speaks http(s), not {scheme}")
+        return await self.send(request, None)
+
+    async def send(self, request: httpx.Request, connects: list[int] | None) -> httpx.Response:
+        """``handle_async_request``, and when it opened a connection (TCP connect and TLS
+        handshake), how long that took in ns is appended to ``connects``: a cost the
+        request paid before its first byte went out, reported apart from its TTFT."""
+        key = _origin(request.url)
         idle = self._idle.setdefault(key, [])
         payload = _render(request, await request.aread())
         method = request.method.encode()
-        conn, reused = await self._acquire(idle, key, request)
+        conn, reused = await self._acquire(idle, key, request, connects)
         stream = conn[0]
         buf = b""
         heard = False  # any byte at all, an interim (1xx) response included
@@ -106,7 +113,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 # once on a fresh connection, count it, and stop reusing for this origin.
                 self._no_reuse.add(key)
                 self.stale_reuses += 1
-                return await self.handle_async_request(request)
+                return await self.send(request, connects)
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
             ) from exc
@@ -141,6 +148,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         idle: list[Conn],
         key: Origin,
         request: httpx.Request,
+        connects: list[int] | None,
     ) -> tuple[Conn, bool]:
         """The most recent idle connection the server has not closed (and whether it was
         reused), else a new one. Checking before sending, as httpcore does, leaves only
@@ -152,33 +160,76 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await anyio.aclose_forcefully(conn[0])
         while idle:
             await anyio.aclose_forcefully(idle.pop()[0])
-        stream = await self._connect(key, request)
-        try:
-            sock: socket.socket | None = stream.extra(SocketAttribute.raw_socket)
-        except anyio.TypedAttributeLookupError:
-            sock = None
-        return (stream, sock), False
+        started = perf_counter_ns()
+        conn = await self._connect(key, request)
+        if connects is not None:
+            connects.append(perf_counter_ns() - started)
+        return conn, False
 
-    async def _connect(self, key: Origin, request: httpx.Request) -> anyio.abc.ByteStream:
-        """A new connection; any failure to set it up, TLS handshake included, is a
-        ``ConnectError`` (refused, unreachable, DNS, untrusted or mismatched certificate)."""
+    async def preconnect(self, url: httpx.URL, n: int) -> int:
+        """Opens connections to ``url``'s origin, all at once, until ``n`` are idle there;
+        returns how many it opened. A stage calls it before its measured window, so that
+        its first wave measures the server rather than this client's connect loop. A
+        connection that fails here is left for a request to fail on, as it would anyway;
+        an origin whose connections are not reused gets none."""
+        key = _origin(url)
+        if key in self._no_reuse:
+            return 0
+        idle = self._idle.setdefault(key, [])
+        for conn in [conn for conn in idle if _closed_by_server(conn[1])]:
+            idle.remove(conn)
+            await anyio.aclose_forcefully(conn[0])
+        request = httpx.Request("GET", url)  # only for the text of a ConnectError
+        opened = 0
+
+        async def one() -> None:
+            nonlocal opened
+            try:
+                idle.append(await self._connect(key, request))
+            except httpx.ConnectError:
+                return
+            opened += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n - len(idle)):
+                tg.start_soon(one)
+        return opened
+
+    async def _connect(self, key: Origin, request: httpx.Request) -> Conn:
+        """A new connection and its socket; any failure to set it up, TLS handshake
+        included, is a ``ConnectError`` (refused, unreachable, DNS, untrusted or mismatched
+        certificate)."""
         scheme, host, port = key
+        family = self._families.get(key, -1)
+        if family == -1:
+            family = self._families[key] = _ip_family(host)
         try:
+            if family is None:
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+                try:
+                    sock: socket.socket | None = stream.extra(SocketAttribute.raw_socket)
+                except anyio.TypedAttributeLookupError:
+                    sock = None
+            else:
+                stream, sock = await _connect_ip(family, host, port)
             if scheme == "http":
-                return await anyio.connect_tcp(host, port)
+                return stream, sock
             if not isinstance(self._verify, ssl.SSLContext):
                 self._verify = tls_context(self._verify)
             # Not standard-compatible: no closing handshake on close (a closed stream is
             # aborted anyway), and a peer that hangs up without close_notify reads as EOF,
             # as a plain FIN does, rather than as a broken stream.
-            return await anyio.connect_tcp(
-                host,
-                port,
-                tls=True,
-                ssl_context=self._verify,
-                tls_hostname=host,  # SNI and the name the certificate must carry
-                tls_standard_compatible=False,
-            )
+            try:
+                tls = await TLSStream.wrap(
+                    stream,
+                    hostname=host,  # SNI and the name the certificate must carry
+                    ssl_context=self._verify,
+                    standard_compatible=False,
+                )
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
+            return tls, sock
         except ssl.SSLError as exc:
             raise httpx.ConnectError(
                 f"TLS handshake with {host}:{port} failed: {_ssl_reason(exc)}", request=request
@@ -201,6 +252,44 @@ class LeanTransport(httpx.AsyncBaseTransport):
             for stream, _ in idle:
                 await anyio.aclose_forcefully(stream)
         self._idle.clear()
+
+
+def _origin(url: httpx.URL) -> Origin:
+    scheme = url.scheme
+    if scheme == "http":
+        return (scheme, url.host, url.port or 80)
+    if scheme == "https":
+        return (scheme, url.host, url.port or 443)
+    raise httpx.UnsupportedProtocol(f"the lean transport speaks http(s), not {scheme}")
+
+
+def _ip_family(host: str) -> int | None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
+async def _connect_ip(family: int, host: str, port: int) -> tuple[SocketStream, socket.socket]:
+    """A TCP connection to an IP literal, without ``anyio.connect_tcp``'s happy-eyeballs
+    task group, event and timeout scope per connect: about half its CPU per connection,
+    which is what a stage opening 256 connections at once waits for."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.connect((host, port))
+        except BlockingIOError:
+            await anyio.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err)) from None
+        return await SocketStream.from_socket(sock), sock
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _ssl_reason(exc: ssl.SSLError) -> str:

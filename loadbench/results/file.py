@@ -70,6 +70,11 @@ def stage_to_dict(stage: StageResult) -> dict[str, object]:
         "latency_ms": {name: s.to_dict() for name, s in fig.latency_ms.items()},
         "histograms": {name: encode(h) for name, h in fig.histograms.items()},
         "histogram_clamped": fig.clamped,
+        **(
+            {}
+            if fig.preopened is None
+            else {"connections": {"preopened": fig.preopened, "opened": fig.opened}}
+        ),
         "client": stage.client.to_dict(),
         "server": stage.server.to_dict() if stage.server is not None else None,
         "server_metrics": stage.server_metrics,

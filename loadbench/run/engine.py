@@ -40,6 +40,10 @@ from loadbench.scenario import LoadMode
 _LEAD_S = 0.005
 # An error rate over fewer requests than this is noise; the stage goes on until then.
 MIN_REQUESTS_FOR_ERROR_STOP = 10
+# Open loop without max_concurrency: connections opened before the window, at most, and
+# the E2E assumed (seconds) when no earlier stage measured one.
+_PREOPEN_MAX = 512
+_PREOPEN_E2E_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,20 @@ def expected_requests(plan: StagePlan) -> int | None:
     return plan.requests
 
 
+def connections_needed(plan: StagePlan, done: Sequence[StageResult] = ()) -> int:
+    """Connections to open before a stage: its concurrency, or its ``max_concurrency``;
+    else (open loop) rate × E2E, from the last stage's mean E2E when there is one, bounded
+    by the stage's request count and ``_PREOPEN_MAX``."""
+    if plan.mode is not LoadMode.RATE:
+        return plan.concurrency or 1
+    if plan.max_concurrency:
+        return plan.max_concurrency
+    e2e = done[-1].figures.latency_ms.get(Metric.E2E.value) if done else None
+    e2e_s = e2e.mean / 1000 if e2e is not None and e2e.count else _PREOPEN_E2E_S
+    estimate = int((plan.rate or 0.0) * e2e_s) + 1
+    return max(1, min(estimate, len(plan.offsets_ns), _PREOPEN_MAX))
+
+
 async def run_stages(
     plans: Sequence[StagePlan],
     prompts: Sequence[str],
@@ -184,7 +202,9 @@ async def run_stage(
     """
     live = LiveStage(
         plan=plan,
-        accumulator=StageAccumulator(open_loop=plan.mode is LoadMode.RATE, slo=slo),
+        accumulator=StageAccumulator(
+            open_loop=plan.mode is LoadMode.RATE, slo=slo, connects=client.measures_connects
+        ),
         monitor=ClientMonitor(),
         started_at=_now_iso(),
         expected=expected_requests(plan),
@@ -193,6 +213,10 @@ async def run_stage(
         on_record=on_record,
     )
     state.live = live
+    # Open the stage's connections first, so its first wave measures the server, not this
+    # client's connect loop; a connect a request still pays is recorded on its own.
+    live.accumulator.preopened = await client.preconnect(connections_needed(plan, state.stages))
+    client.on_connect = live.accumulator.add_connect
     live.monitor.start()
     async with anyio.create_task_group() as tg:
         live.stop = tg.cancel_scope.cancel
