@@ -3,6 +3,13 @@ check (every model listed and answering) that comes before any load.
 """
 
 from loadbench.models.annotate import export_csv, import_scores
+from loadbench.models.catalog import (
+    CatalogEntry,
+    CatalogError,
+    meta_for,
+    read_catalog,
+    server_meta,
+)
 from loadbench.models.check import ModelCheck, check_models, list_models, run_check
 from loadbench.models.cost import model_cost
 from loadbench.models.foundry import find_endpoint
@@ -20,6 +27,8 @@ from loadbench.models.samples import collect_samples
 
 __all__ = [
     "AmbiguousModel",
+    "CatalogEntry",
+    "CatalogError",
     "ModelCheck",
     "Resolution",
     "check_models",
@@ -33,9 +42,12 @@ __all__ = [
     "judge_prompt",
     "judge_samples",
     "list_models",
+    "meta_for",
     "model_cost",
     "model_quality",
     "parse_verdict",
+    "read_catalog",
     "resolve",
     "run_check",
+    "server_meta",
 ]
