@@ -64,7 +64,7 @@ QUICK = Plan(
     steady_s=2.5,
     phase_locked=False,
     startup_trials=1,
-    budget_s=100.0,
+    budget_s=160.0,
 )
 
 
