@@ -30,9 +30,11 @@ def export(result: str, output: Path) -> None:
     from loadbench.models import export_csv
     from loadbench.results import load_result, write_atomic
 
-    text = export_csv(load_result(result), result)
+    doc = load_result(result)
+    text = export_csv(doc, result)
     write_atomic(output, text.encode("utf-8"))
-    click.echo(f"scores: {output} ({text.count(chr(10)) - 1} rows; fill the score column)")
+    rows = sum(len(m.get("samples") or ()) for m in doc["models"])
+    click.echo(f"scores: {output} ({rows} rows; fill the score column)")
 
 
 @annotate.command("import")

@@ -43,6 +43,10 @@ def measured_watts(stage: Mapping[str, Any]) -> tuple[float, str] | None:
     return None
 
 
+def _significant(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
 def model_cost(
     stages: Sequence[Mapping[str, Any]],
     *,
@@ -55,6 +59,7 @@ def model_cost(
     Measured watts are used when every stage that produced tokens has them, so that one
     table never mixes measured and declared figures; ``watts`` is then the mean over those
     stages (each stage's cost uses its own). Stages without output tokens are left out.
+    Costs keep 6 significant digits: cheap power and fast models give small numbers.
     """
     if price_per_kwh is None:
         return None
@@ -70,8 +75,8 @@ def model_cost(
     else:
         return None
     per_million = {
-        str(s["label"]): round(
-            cost_per_million(w, float(s["throughput"]["output_tokens_per_s"]), price_per_kwh), 6
+        str(s["label"]): _significant(
+            cost_per_million(w, float(s["throughput"]["output_tokens_per_s"]), price_per_kwh)
         )
         for s, w in zip(producing, watts, strict=True)
     }

@@ -4,6 +4,7 @@ machine and GPU use over each run) from the monitor's series.
 """
 
 from loadbench.report.document import csv_text, html, markdown
+from loadbench.report.models_section import models_blocks, tradeoff_plot
 from loadbench.report.plots import plot_files
 from loadbench.report.resources import resource_images, resource_plot_files, resources_blocks
 
@@ -11,8 +12,10 @@ __all__ = [
     "csv_text",
     "html",
     "markdown",
+    "models_blocks",
     "plot_files",
     "resource_images",
     "resource_plot_files",
     "resources_blocks",
+    "tradeoff_plot",
 ]
