@@ -50,6 +50,20 @@ class Arrival(StrEnum):
 
 
 @dataclass(frozen=True)
+class SimulatedModel:
+    """One model the simulator serves; the field names are ``sim.served.SimModel``'s."""
+
+    name: str
+    ttft_ms: float | None = None  # None: the simulator's own
+    itl_ms: float | None = None
+    answer: str | None = None  # words streamed in order, repeating
+    verdicts: tuple[str, ...] = ()  # a judge: one verdict per request, cycled
+    n_params: int | None = None  # llama.cpp's /v1/models "meta"
+    size: int | None = None  # bytes
+    n_ctx_train: int | None = None
+
+
+@dataclass(frozen=True)
 class SimulateSpec:
     """The built-in simulator's settings; the field names are ``SimConfig``'s."""
 
@@ -74,6 +88,8 @@ class SimulateSpec:
     no_done_rate: float = 0.0
     bad_json_rate: float = 0.0
     stall_s: float = 30.0
+    models: tuple[SimulatedModel, ...] = ()  # none: one "sim-model" that answers any name
+    broken_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

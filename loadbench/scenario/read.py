@@ -31,6 +31,7 @@ from loadbench.scenario.model import (
     MonitorSpec,
     RequestSpec,
     Scenario,
+    SimulatedModel,
     SimulateSpec,
     Target,
 )
@@ -233,9 +234,47 @@ def _simulate(c: Checker, target: Mapping[str, object]) -> SimulateSpec | None:
     if raw is None:
         return None
     values: dict[str, object] = {}
+
+    def model(key: str, entry: object) -> SimulatedModel | None:
+        """``"name"`` or ``{name = "...", ttft_ms = 40, answer = "..."}``."""
+        if isinstance(entry, str):
+            name = c.string(key, entry)
+            return None if name is None else SimulatedModel(name)
+        if not isinstance(entry, dict) or "name" not in entry:
+            c.expected(key, "a model name, or a table with a name", entry)
+            return None
+        known = [f.name for f in dataclasses.fields(SimulatedModel)]
+        c.unknown_keys(key, entry, known)
+        got: dict[str, object] = {}
+        for field, value in entry.items():
+            if field in ("name", "answer"):
+                got[field] = c.string(f"{key}.{field}", value)
+            elif field in ("ttft_ms", "itl_ms"):
+                got[field] = c.number(f"{key}.{field}", value, low=0.0)
+            elif field == "verdicts":
+                items = c.each(f"{key}.verdicts", value, "strings") or [("", None)]
+                verdicts = tuple(c.string(k, v) if k else None for k, v in items)
+                got[field] = None if None in verdicts else verdicts
+            elif field in known:  # the llama.cpp meta: n_params, size, n_ctx_train
+                got[field] = c.integer(f"{key}.{field}", value, 0, INT64 - 1)
+        if "answer" in got and "verdicts" in got:
+            c.add(f"{key}: expected answer or verdicts, not both")
+            return None
+        ok = None not in got.values() and set(got) <= set(known)
+        return SimulatedModel(**got) if ok else None  # type: ignore[arg-type]  # checked
+
     for name, value in raw.items():
         key = f"target.simulate.{name}"
-        if name in ("slots", "max_tokens_default"):
+        if name in ("models", "broken_models"):
+            items = c.each(key, value, "models") or [("", None)]
+            check = model if name == "models" else c.string
+            got: list[SimulatedModel | str | None] = [check(k, v) if k else None for k, v in items]
+            names = [m.name if isinstance(m, SimulatedModel) else m for m in got]
+            twice = sorted({n for n in names if n is not None and names.count(n) > 1})
+            if twice:
+                c.add(f"{key}: expected each model once, got {', '.join(twice)} twice")
+            values[name] = None if None in got or twice else tuple(got)
+        elif name in ("slots", "max_tokens_default"):
             values[name] = c.integer(key, value, 1, MAX_CONCURRENCY)
         elif name == "seed":
             values[name] = c.integer(key, value, -INT64, INT64 - 1)

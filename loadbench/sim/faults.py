@@ -25,8 +25,8 @@ from enum import StrEnum
 
 import orjson
 
-MODEL_ID = "sim-model"
-WORDS = ("the", "model", "streams", "tokens", "while", "bench", "measures", "latency")
+from loadbench.sim.served import MODEL_ID, WORDS, SimModel, as_model, model_problems
+
 _WORDS_JSON = tuple(orjson.dumps(w + " ") for w in WORDS)
 
 
@@ -117,6 +117,16 @@ class SimConfig:
     no_done_rate: float = 0.0  # every token, but no finish_reason and no [DONE]
     bad_json_rate: float = 0.0  # one event of truncated JSON after the first token
     stall_s: float = 30.0  # the length of a stall and of a silence
+    # Several models (``sim.served``): none given is one "sim-model" answering any name.
+    models: tuple[SimModel, ...] = ()
+    broken_models: tuple[str, ...] = ()  # listed, but every request gets HTTP 500
+
+    def __post_init__(self) -> None:
+        """Entries may be names or mappings (``dataclasses.asdict`` of the scenario's spec)."""
+        if isinstance(self.models, list | tuple):
+            object.__setattr__(self, "models", tuple(_loose_model(m) for m in self.models))
+        if isinstance(self.broken_models, list):
+            object.__setattr__(self, "broken_models", tuple(self.broken_models))
 
     @property
     def fault_rates(self) -> tuple[float, ...]:
@@ -158,7 +168,19 @@ class SimConfig:
                 problems.append(
                     f"fault rates: expected a sum <= 1, got {total:g} ({' + '.join(terms)})"
                 )
+        if not isinstance(self.models, tuple) or not isinstance(self.broken_models, tuple):
+            problems.append("models, broken_models: expected lists")
+        else:
+            problems += model_problems(self.models, self.broken_models)
         return problems
+
+
+def _loose_model(entry: object) -> object:
+    """A ``SimModel`` where the entry makes one; anything else is left for ``validate``."""
+    try:
+        return as_model(entry)
+    except TypeError:
+        return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +231,7 @@ class Completion:
     prompt_tokens: int
     stream: bool
     include_usage: bool
+    stop: bool = False  # the words end before max_tokens: finish_reason "stop", not "length"
 
 
 def count_words(value: object) -> int:
@@ -313,6 +336,8 @@ class StreamFrames:
     tokens: tuple[bytes, ...]  # token k is tokens[k % len(tokens)], finish_reason null
     last: bytes  # the final token, finish_reason "length"
     tail: bytes  # the usage event if asked for, [DONE], and the terminating chunk
+    ident: str  # the response's id and creation time, for an EMPTY fault's own tail
+    created: int
 
 
 def _envelope(job: Completion, ident: str, created: int) -> bytes:
@@ -330,19 +355,23 @@ def _usage_event(envelope: bytes, job: Completion, completion_tokens: int | None
     return chunk(envelope + b'[],"usage":%b}\n\n' % orjson.dumps(usage(job, completion_tokens)))
 
 
-def stream_frames(job: Completion, ident: str, created: int) -> StreamFrames:
+def stream_frames(
+    job: Completion, ident: str, created: int, words: tuple[bytes, ...] = _WORDS_JSON
+) -> StreamFrames:
+    """``words`` JSON-encoded, each with its trailing space; token k is ``words[k % len]``."""
     envelope = _envelope(job, ident, created)
     if job.chat:
         open_, close = b'[{"index":0,"delta":{"content":', b'},"finish_reason":%b}]}\n\n'
     else:
         open_, close = b'[{"index":0,"text":', b',"logprobs":null,"finish_reason":%b}]}\n\n'
-    tokens = tuple(chunk(envelope + open_ + w + close % b"null") for w in _WORDS_JSON)
-    last_word = _WORDS_JSON[(job.max_tokens - 1) % len(WORDS)]
-    last = chunk(envelope + open_ + last_word + close % b'"length"')
+    tokens = tuple(chunk(envelope + open_ + w + close % b"null") for w in words)
+    last_word = words[(job.max_tokens - 1) % len(words)]
+    last = chunk(envelope + open_ + last_word + close % (b'"stop"' if job.stop else b'"length"'))
     tail = DONE_AND_END
     if job.include_usage:
         tail = _usage_event(envelope, job) + tail
-    return StreamFrames(chunk(envelope + _ROLE) if job.chat else b"", tokens, last, tail)
+    role = chunk(envelope + _ROLE) if job.chat else b""
+    return StreamFrames(role, tokens, last, tail, ident, created)
 
 
 def empty_tail(job: Completion, ident: str, created: int) -> bytes:
@@ -362,19 +391,26 @@ def empty_tail(job: Completion, ident: str, created: int) -> bytes:
     return out + DONE_AND_END
 
 
-def whole_body(job: Completion, ident: str, created: int, *, empty: bool = False) -> bytes:
+def whole_body(
+    job: Completion,
+    ident: str,
+    created: int,
+    *,
+    empty: bool = False,
+    words: tuple[str, ...] = WORDS,
+) -> bytes:
     """The non-streaming answer: all ``max_tokens`` words at once, with usage.
 
     ``empty``: no words, ``finish_reason`` "stop" and 0 completion tokens.
     """
     n = 0 if empty else job.max_tokens
-    text = "".join(WORDS[k % len(WORDS)] + " " for k in range(n))
+    text = "".join(words[k % len(words)] + " " for k in range(n))
     choice: dict[str, object] = {"index": 0}
     if job.chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice |= {"text": text, "logprobs": None}
-    choice["finish_reason"] = "stop" if empty else "length"
+    choice["finish_reason"] = "stop" if empty or job.stop else "length"
     return orjson.dumps(
         {
             "id": ident,

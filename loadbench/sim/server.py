@@ -36,13 +36,17 @@ from anyio.abc import SocketAttribute
 from loadbench.errors import UsageError
 from loadbench.sim.faults import Fault, SimConfig
 from loadbench.sim.process import SimulatorHandle, config_to_args, host_for_url, simulator_process
+from loadbench.sim.served import MODEL_FIELDS, SimModel, model_args, parse_model_arg
 from loadbench.sim.simulator import Simulator
 
 __all__ = [
     "Fault",
     "SimConfig",
+    "SimModel",
     "SimulatorHandle",
     "config_to_args",
+    "model_args",
+    "parse_model_arg",
     "run",
     "serve",
     "simulator_process",
@@ -97,11 +101,19 @@ def _parse_args(argv: Sequence[str]) -> tuple[SimConfig, str, int]:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     for field in dataclasses.fields(SimConfig):
+        if field.name in MODEL_FIELDS:
+            continue
         kind = int if field.name in ("slots", "max_tokens_default", "seed") else float
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default)
+    parser.add_argument("--model", action="append", default=[], dest="models")
+    parser.add_argument("--broken-model", action="append", default=[], dest="broken_models")
     options = vars(parser.parse_args(argv))
     host, port = options.pop("host"), options.pop("port")
-    config = SimConfig(**options)
+    try:
+        models = tuple(parse_model_arg(m) for m in options.pop("models"))
+    except ValueError as exc:
+        parser.error(str(exc))
+    config = SimConfig(**options, models=models)
     problems = config.validate()
     if problems:
         parser.error("; ".join(problems))

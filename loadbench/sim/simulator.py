@@ -11,6 +11,7 @@ hand-written HTTP/1.1 in ``sim.http``; llama.cpp's formats in ``sim.llamacpp``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,6 @@ from loadbench.sim.faults import (
     HTTP_500_BODY,
     HTTP_503_BODY,
     MALFORMED_CHUNK,
-    MODEL_ID,
     NOT_SSE_BODY,
     BadRequest,
     Completion,
@@ -37,6 +37,7 @@ from loadbench.sim.faults import (
     FaultPlan,
     Outcome,
     SimConfig,
+    StreamFrames,
     draw_fault,
     empty_tail,
     error_body,
@@ -57,11 +58,9 @@ from loadbench.sim.http import (
     response_bytes,
 )
 from loadbench.sim.llamacpp import METRICS, PROMETHEUS, stamped_end, timings_json
+from loadbench.sim.served import Lineup, Served
 
 _COMPLETION_PATHS = (b"/v1/chat/completions", b"/v1/completions")
-_MODELS_BODY = orjson.dumps(
-    {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "loadbench"}]}
-)
 # Faults answered as soon as the request is read, without a slot:
 # status, content type, body, extra header lines.
 _AT_ONCE = {
@@ -106,8 +105,9 @@ class Simulator:
         self.prompt_tokens_total = self.tokens_predicted_total = 0
         self.prompt_seconds_total = self.tokens_predicted_seconds_total = 0.0
         self.next_id = 0
-        self.ttft_s = config.ttft_ms / 1000.0
-        self.itl_s = config.itl_ms / 1000.0
+        self.lineup = Lineup(
+            config.models, config.broken_models, ttft_ms=config.ttft_ms, itl_ms=config.itl_ms
+        )
 
     def stats(self) -> bytes:
         return orjson.dumps(
@@ -155,10 +155,10 @@ class Simulator:
         jitter = self.config.jitter
         return max(0.0, seconds * self.jitter_rng.gauss(1.0, jitter)) if jitter else seconds
 
-    def _gap(self) -> float:
+    def _gap(self, itl_s: float) -> float:
         """Evaluated per token, so each gap reflects the batch at the moment it starts."""
         factor = 1.0 + self.config.batch_itl_factor * (self.active - 1)
-        return self._jittered(self.itl_s * factor)
+        return self._jittered(itl_s * factor)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[float]:
@@ -210,7 +210,7 @@ class Simulator:
         if path == b"/health":
             body = b'{"status":"ok"}'
         elif path == b"/v1/models":
-            body = _MODELS_BODY
+            body = self.lineup.body
         elif path in (b"/stats", b"/v1/stats"):
             body = self.stats()
         elif path == b"/metrics":
@@ -231,11 +231,25 @@ class Simulator:
         try:
             default = self.config.max_tokens_default
             job = parse_completion(request.body, chat=chat, default_max_tokens=default)
+            served = self.lineup.find(job.model)
+            if served is None:
+                raise BadRequest(f"model '{job.model}' not found", 404)
         except BadRequest as exc:
             self.counts[Outcome.BAD_REQUEST] += 1
-            body = error_body(str(exc), "invalid_request_error")
+            code = "model_not_found" if exc.status == 404 else None
+            body = error_body(str(exc), "invalid_request_error", code)
             await conn.send(response_bytes(exc.status, body, keep_alive=keep))
             return keep_or_close(keep)
+        if served.broken:  # listed, but it never loaded: every request fails at once
+            self.counts[Outcome.HTTP_500] += 1
+            message = f"model '{served.name}' failed to load (simulated)"
+            body = error_body(message, "server_error", 500)
+            await conn.send(response_bytes(500, body, keep_alive=keep))
+            return keep_or_close(keep)
+        words, words_json, whole = served.script()
+        if whole:  # a verdict: its words once, then "stop" (unless max_tokens cuts it)
+            n = min(job.max_tokens, len(words))
+            job = dataclasses.replace(job, max_tokens=n, stop=n == len(words))
         plan = draw_fault(self.fault_rng, self.config, job.max_tokens)
         at_once = _AT_ONCE.get(plan.fault)
         if at_once is not None:
@@ -271,9 +285,16 @@ class Simulator:
                 tg.start_soon(watch, tg.cancel_scope)
             try:
                 if job.stream:
-                    progress.outcome = await self._stream(conn, job, ident, plan, keep, progress)
+                    frames = stream_frames(job, ident, int(time.time()), words_json)
+                    progress.outcome = await self._stream(
+                        conn, job, frames, served, plan, keep, progress
+                    )
                 else:
-                    progress.outcome = await self._whole(conn, job, ident, plan, keep, progress)
+                    empty = plan.fault is Fault.EMPTY
+                    body = whole_body(job, ident, int(time.time()), empty=empty, words=words)
+                    progress.outcome = await self._whole(
+                        conn, job, body, served, plan, keep, progress
+                    )
             except CLIENT_GONE:
                 gone = True
             tg.cancel_scope.cancel()
@@ -284,7 +305,8 @@ class Simulator:
         self,
         conn: BufferedByteStream,
         job: Completion,
-        ident: str,
+        frames: StreamFrames,
+        served: Served,
         plan: FaultPlan,
         keep: bool,
         progress: _Progress,
@@ -299,8 +321,6 @@ class Simulator:
         finish_reason carries ``timings`` in its last data event; DROP, NO_DONE and EMPTY
         send none.
         """
-        created = int(time.time())
-        frames = stream_frames(job, ident, created)
         head = SSE_HEAD + (b"\r\n" if keep else b"connection: close\r\n\r\n")
         fault, n = plan.fault, job.max_tokens
         outcome = Outcome.OK if fault is Fault.NONE else Outcome(fault.value)
@@ -317,14 +337,14 @@ class Simulator:
             if head or frames.role:
                 await conn.send(head + frames.role)  # role delta before prefill, as vLLM does
             prefill_from = first = deadline
-            deadline += self._jittered(self.ttft_s)
+            deadline += self._jittered(served.ttft_s)
             if fault is Fault.EMPTY:
                 await anyio.sleep_until(deadline)
-                await conn.send(empty_tail(job, ident, created))
+                await conn.send(empty_tail(job, frames.ident, frames.created))
                 return outcome
             for k in range(n):
                 if k:
-                    deadline += self._gap()
+                    deadline += self._gap(served.itl_s)
                 await anyio.sleep_until(deadline)
                 if k == 0:
                     first = anyio.current_time()
@@ -361,7 +381,8 @@ class Simulator:
         self,
         conn: BufferedByteStream,
         job: Completion,
-        ident: str,
+        body: bytes,
+        served: Served,
         plan: FaultPlan,
         keep: bool,
         progress: _Progress,
@@ -379,7 +400,6 @@ class Simulator:
         fault = plan.fault
         empty = fault is Fault.EMPTY
         n = plan.drop_after if fault is Fault.DROP else 1 if empty else job.max_tokens
-        body = whole_body(job, ident, int(time.time()), empty=empty)
         async with self._slot() as acquired:
             deadline = acquired
             if fault is Fault.SILENT:
@@ -388,10 +408,10 @@ class Simulator:
                 progress.outcome = Outcome.SILENT
                 deadline += self.config.stall_s
             prefill_from = first = deadline
-            deadline += self._jittered(self.ttft_s)
+            deadline += self._jittered(served.ttft_s)
             for k in range(n):
                 if k:
-                    deadline += self._gap()
+                    deadline += self._gap(served.itl_s)
                 await anyio.sleep_until(deadline)  # per token: the batch may change meanwhile
                 if k == 0:
                     first = anyio.current_time()
