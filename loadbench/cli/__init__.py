@@ -10,13 +10,14 @@ Exit codes:
 ``runner`` composes every other package for one run; the command modules are thin.
 """
 
+from loadbench.cli.annotate_command import annotate
 from loadbench.cli.app import main
 from loadbench.cli.check_command import check
 from loadbench.cli.file_commands import compare, merge, report
 from loadbench.cli.run_command import run
 from loadbench.cli.simulate_command import simulate
 
-for _command in (run, check, report, compare, merge, simulate):
+for _command in (run, check, report, compare, merge, simulate, annotate):
     main.add_command(_command)
 
 __all__ = ["main"]

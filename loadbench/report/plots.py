@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from loadbench.errors import UsageError
 from loadbench.metrics import decode
 from loadbench.report.cells import Run, model_summary, models_of, stage_load
+from loadbench.report.models_section import tradeoff_plot
 from loadbench.report.resources import resource_images
 
 if TYPE_CHECKING:
@@ -403,9 +404,11 @@ def _figures(runs: Sequence[Run]) -> Iterator[tuple[str, Figure]]:
 def plot_images(runs: Sequence[Run]) -> dict[str, bytes]:
     """PNG bytes by file name: ``throughput.png``, ``latency.png``, then
     ``spectrum-<run>-<model>.png`` per run and model, then ``resources-<run>-<model>.png``
-    per run and model whose stages carry resource series. UsageError without matplotlib."""
+    per run and model whose stages carry resource series, and ``tradeoff-<run>.png`` for a
+    run whose models were scored. UsageError without matplotlib."""
     with _style():
         images = {name: _png(fig) for name, fig in _figures(runs)}
+        images.update(tradeoff_plot(runs))
     images.update(resource_images(runs))
     return images
 
