@@ -15,9 +15,10 @@ from loadbench.cli.app import main
 from loadbench.cli.check_command import check
 from loadbench.cli.file_commands import compare, merge, report
 from loadbench.cli.run_command import run
+from loadbench.cli.serve_command import serve
 from loadbench.cli.simulate_command import simulate
 
-for _command in (run, check, report, compare, merge, simulate, annotate):
+for _command in (run, check, report, compare, merge, simulate, serve, annotate):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -137,12 +137,31 @@ from loadbench.errors import UsageError
 @click.option(
     "--stall-s", type=float, default=30.0, show_default=True, help="Length of a stall or a silence."
 )
-def simulate(host: str, port: int, **options: Any) -> None:
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME[:TTFT_MS:ITL_MS]",
+    help="A model to serve, with its own timing; repeat for several (default: sim-model, "
+    "answering any name). A JSON object also sets answer, verdicts, n_params, size, n_ctx_train.",
+)
+@click.option(
+    "--broken-model",
+    "broken_models",
+    multiple=True,
+    metavar="NAME",
+    help="A model listed but always answered HTTP 500; repeat for several.",
+)
+def simulate(host: str, port: int, models: tuple[str, ...], **options: Any) -> None:
     """Serve a simulated OpenAI-compatible LLM (continuous batching, optional faults)."""
-    from loadbench.sim import SimConfig
+    from loadbench.sim import SimConfig, parse_model_arg
     from loadbench.sim import run as serve
 
-    config = SimConfig(**options)
+    try:
+        served = tuple(parse_model_arg(m) for m in models)
+    except ValueError as exc:
+        raise UsageError(f"simulate: {exc}") from None
+    config = SimConfig(**options, models=served)
     problems = config.validate()
     if problems:
         raise UsageError("\n".join(f"simulate: {p}" for p in problems))

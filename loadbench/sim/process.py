@@ -29,6 +29,7 @@ import anyio
 
 from loadbench.errors import LoadbenchError
 from loadbench.sim.faults import SimConfig
+from loadbench.sim.served import MODEL_FIELDS, model_args
 
 # Read by ``loadbench.cli.app`` in the child; the same name is spelled there.
 EXIT_ON_STDIN_EOF_ENV = "LOADBENCH_EXIT_ON_STDIN_EOF"
@@ -52,9 +53,9 @@ def config_to_args(config: SimConfig) -> list[str]:
     args: list[str] = []
     for field in dataclasses.fields(SimConfig):
         value = getattr(config, field.name)
-        if value != field.default:
+        if field.name not in MODEL_FIELDS and value != field.default:
             args += [f"--{field.name.replace('_', '-')}", repr(value)]
-    return args
+    return args + model_args(config.models, config.broken_models)
 
 
 async def _read_announce(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[bytes, bool]:
