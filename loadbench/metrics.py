@@ -197,17 +197,26 @@ def summarize(h: HdrHistogram) -> LatencySummary:
 
 
 def _mean_us(h: HdrHistogram) -> float:
-    """``hdrh``'s mean (bucket midpoints), in one pass over the counters instead of ~35 ms."""
+    """``hdrh``'s mean (bucket midpoints) in one pass, with its index-to-value arithmetic
+    inline: its method calls per busy bucket cost ~30 ms per histogram at every stage end.
+
+    Index ``i`` covers ``[value, value + size)``, ``size = 1 << (unit + bucket)``, as in
+    ``hdrh``'s ``get_value_from_index`` and ``get_highest_equivalent_value``.
+    """
+    half_mag: int = h.sub_bucket_half_count_magnitude
+    half: int = h.sub_bucket_half_count
+    unit: int = h.unit_magnitude
     total = 0
-    count: int = h.total_count
-    value_at = h.get_value_from_index
-    lowest_of = h.get_lowest_equivalent_value
-    highest_of = h.get_highest_equivalent_value
-    for index, n in enumerate(h.counts):
+    for index, n in enumerate(h.counts[:]):
         if n:
-            value = value_at(index)
-            low: int = lowest_of(value)
-            total += n * (low + ((highest_of(value) - low + 1) >> 1))
+            bucket = (index >> half_mag) - 1
+            sub = (index & (half - 1)) + half
+            if bucket < 0:
+                sub -= half
+                bucket = 0
+            shift = bucket + unit
+            total += n * ((sub << shift) + ((1 << shift) >> 1))
+    count: int = h.total_count
     return total / count
 
 
