@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 
 from loadbench.thresholds import Threshold
 
@@ -21,10 +22,14 @@ __all__ = [
     "BASE_URL_ENV",
     "Api",
     "Arrival",
+    "CostSpec",
     "LaunchSpec",
     "LoadMode",
     "LoadSpec",
+    "ModelMeta",
+    "ModelSpec",
     "MonitorSpec",
+    "QualitySpec",
     "RequestSpec",
     "Scenario",
     "SimulateSpec",
@@ -149,6 +154,49 @@ class MonitorSpec:
 
 
 @dataclass(frozen=True)
+class ModelMeta:
+    """What a person declares about a model (``[[models]]`` keys or the catalog file)."""
+
+    size_mb: float | None = None
+    license: str | None = None
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``[[models]]`` entry. Its own ``base_url`` and ``api_key_env`` aim it at another
+    server than ``[target]`` (one model on two engines in one run); ``extra`` is merged over
+    ``[request].extra`` for its requests only."""
+
+    name: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    extra: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    meta: ModelMeta = ModelMeta()
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """``[quality]``: how sample answers are scored. ``samples`` None: on when the prompts
+    have aspects or a ``[quality]`` section is given."""
+
+    method: str = "heuristic"  # "heuristic" | "judge" | "none"
+    judge_model: str | None = None
+    judge_base_url: str | None = None  # default: the model's own target
+    judge_api_key_env: str | None = None
+    samples: bool | None = None
+
+
+@dataclass(frozen=True)
+class CostSpec:
+    """``[cost]``: the declared power and price; measured energy wins where it exists."""
+
+    price_per_kwh: float | None = None
+    device_watts: float | None = None
+    currency: str = "EUR"
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     path: str
@@ -160,11 +208,37 @@ class Scenario:
     load: LoadSpec
     slo: tuple[Threshold, ...] = ()  # from [slo]: every stage is judged against these
     monitor: MonitorSpec = MonitorSpec()
+    # Parallel to ``prompts``: ids ("p1", ... unless named) and the aspects a good answer
+    # covers. Empty when a Scenario is built by hand: see ``ids`` and ``aspects``.
+    prompt_ids: tuple[str, ...] = ()
+    prompt_aspects: tuple[tuple[str, ...], ...] = ()
+    model_specs: tuple[ModelSpec, ...] = ()  # the [[models]] entries as written
+    catalog_file: str | None = None  # as written, relative to the scenario's folder
+    quality: QualitySpec | None = None
+    cost: CostSpec | None = None
+    env_applied: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Each prompt's id, ``p1``, ``p2``, ... where the file named none."""
+        if len(self.prompt_ids) == len(self.prompts):
+            return self.prompt_ids
+        return tuple(f"p{i + 1}" for i in range(len(self.prompts)))
+
+    @property
+    def aspects(self) -> tuple[tuple[str, ...], ...]:
+        if len(self.prompt_aspects) == len(self.prompts):
+            return self.prompt_aspects
+        return tuple(() for _ in self.prompts)
+
+    def model_spec(self, name: str) -> ModelSpec:
+        """The entry for ``name``; a bare one for a model named only on the command line."""
+        return next((m for m in self.model_specs if m.name == name), ModelSpec(name))
 
     def to_dict(self) -> dict[str, object]:
         """The resolved scenario for the result file: plain JSON types, no secrets."""
         t, r, ld = self.target, self.request, self.load
-        return {
+        base: dict[str, object] = {
             "name": self.name,
             "path": self.path,
             "target": {
@@ -208,6 +282,31 @@ class Scenario:
             "slo": [t.source for t in self.slo],
             "monitor": {"interval_s": self.monitor.interval_s},
         }
+        return base | self._choice_dict()
+
+    def _choice_dict(self) -> dict[str, object]:
+        """The model-choice settings, each only where the file set it, so that a scenario
+        without them resolves to the same dict as before they existed."""
+        out: dict[str, object] = {}
+        if any(self.aspects):
+            out["prompt_ids"] = list(self.ids)
+            out["prompt_aspects"] = [list(a) for a in self.aspects]
+        targets = {
+            m.name: {"base_url": m.base_url, "api_key_env": m.api_key_env, "extra": _plain(m.extra)}
+            for m in self.model_specs
+            if m.base_url is not None or m.api_key_env is not None or m.extra
+        }
+        if targets:
+            out["model_targets"] = targets
+        if self.catalog_file is not None:
+            out["models_catalog"] = self.catalog_file
+        if self.quality is not None:
+            out["quality"] = dataclasses.asdict(self.quality)
+        if self.cost is not None:
+            out["cost"] = dataclasses.asdict(self.cost)
+        if self.env_applied:
+            out["env_applied"] = dict(self.env_applied)
+        return out
 
 
 # Checked in this order; the first one set (not blank) wins. Foundry Local prints its

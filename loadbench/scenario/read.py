@@ -35,8 +35,18 @@ from loadbench.scenario.model import (
     SimulateSpec,
     Target,
 )
-from loadbench.scenario.read_files import read_prompt_file, read_text, toml_problem
+from loadbench.scenario.read_files import read_text, toml_problem
 from loadbench.scenario.read_load import INT64, MAX_CONCURRENCY, read_load, stage_size_problems
+from loadbench.scenario.read_models import (
+    PromptSet,
+    bench_env,
+    read_catalog,
+    read_cost,
+    read_model_entries,
+    read_prompt_items,
+    read_prompt_set,
+    read_quality,
+)
 from loadbench.thresholds import Threshold, slo_thresholds
 
 __all__ = ["load_scenario"]
@@ -48,7 +58,19 @@ _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SET_BY_LOADBENCH = ("model", "messages", "prompt", "stream", "max_tokens", "temperature")
 
-_TOP_KEYS = ("name", "target", "models", "prompts", "request", "load", "slo", "monitor")
+_TOP_KEYS = (
+    "name",
+    "target",
+    "models",
+    "models_catalog",
+    "prompts",
+    "request",
+    "load",
+    "slo",
+    "monitor",
+    "quality",
+    "cost",
+)
 _TARGET_KEYS = (
     "base_url",
     "api",
@@ -107,11 +129,14 @@ def _build(
     c.unknown_keys("top level", doc, _TOP_KEYS)
     name = _name(c, doc, file)
     target = _target(c, doc, env)
-    models = _models(c, doc)
-    prompts, prompts_file = _prompts(c, doc, file.parent)
+    specs = read_model_entries(c, doc, _extra)
+    catalog_file = read_catalog(c, doc)
+    prompt_set, prompts_file = _prompts(c, doc, file.parent)
     request = _request(c, doc)
     load = read_load(c, doc)
     monitor = _monitor(c, doc)
+    quality, cost = read_quality(c, doc), read_cost(c, doc)
+    specs, prompt_set, request, load, applied = bench_env(c, env, specs, prompt_set, request, load)
     slo: tuple[Threshold, ...] = ()
     if "slo" in doc:
         slo, problems = slo_thresholds(doc["slo"])
@@ -122,8 +147,26 @@ def _build(
         return None
     if monitor is None:
         return None
+    prompts, ids, aspects = prompt_set
+    models = tuple(m.name for m in specs)
     return Scenario(
-        name, str(file), target, models, prompts, prompts_file, request, load, slo, monitor
+        name,
+        str(file),
+        target,
+        models,
+        prompts,
+        prompts_file,
+        request,
+        load,
+        slo,
+        monitor,
+        prompt_ids=ids,
+        prompt_aspects=aspects,
+        model_specs=specs,
+        catalog_file=catalog_file,
+        quality=quality,
+        cost=cost,
+        env_applied=MappingProxyType(applied),
     )
 
 
@@ -295,54 +338,18 @@ def _simulate(c: Checker, target: Mapping[str, object]) -> SimulateSpec | None:
     return spec
 
 
-def _models(c: Checker, doc: Mapping[str, object]) -> tuple[str, ...]:
-    want = "at least one [[models]] entry with a name"
-    value = doc.get("models")
-    if value is None:
-        c.add(f"models: expected {want}")
-        return ()
-    if not isinstance(value, list) or not value:
-        c.expected("models", want, value)
-        return ()
-    names: list[str] = []
-    for i, entry in enumerate(value):
-        key = f"models[{i}]"
-        name: str | None = None
-        if isinstance(entry, str):  # models = ["a", "b"] is read the same
-            name = c.string(key, entry)
-        elif isinstance(entry, dict):
-            c.unknown_keys(key, entry, ("name",))
-            if "name" in entry:
-                name = c.string(f"{key}.name", entry["name"])
-            else:
-                c.add(f"{key}.name: expected a non-empty string, got nothing")
-        else:
-            c.expected(key, "a table with a name", entry)
-        if name is not None and name in names:
-            c.expected(key, "each model once", name)
-        elif name is not None:
-            names.append(name)
-    return tuple(names)
-
-
-def _prompts(
-    c: Checker, doc: Mapping[str, object], folder: Path
-) -> tuple[tuple[str, ...], str | None]:
+def _prompts(c: Checker, doc: Mapping[str, object], folder: Path) -> tuple[PromptSet, str | None]:
+    """Prompts with their ids and aspects (``read_models``), from the file or inline."""
     raw = c.table(doc, "prompts", "prompts", _PROMPT_KEYS)
     if raw is None:
-        return (), None
+        return ((), (), ()), None
     if ("items" in raw) == ("file" in raw):
         c.add("prompts: expected exactly one of items or file")
-        return (), None
+        return ((), (), ()), None
     if "file" in raw:
         name = c.string("prompts.file", raw["file"])
-        return ((), None) if name is None else (read_prompt_file(c, folder, name), name)
-    items = raw["items"]
-    if not isinstance(items, list) or not items:
-        c.expected("prompts.items", "a non-empty list of strings", items)
-        return (), None
-    good = [c.string(f"prompts.items[{i}]", v) for i, v in enumerate(items)]
-    return tuple(v for v in good if v is not None), None
+        return (((), (), ()), None) if name is None else (read_prompt_set(c, folder, name), name)
+    return read_prompt_items(c, raw["items"]), None
 
 
 def _request(c: Checker, doc: Mapping[str, object]) -> RequestSpec | None:
@@ -362,25 +369,25 @@ def _request(c: Checker, doc: Mapping[str, object]) -> RequestSpec | None:
     return RequestSpec(max_tokens, temperature, stream, MappingProxyType(extra))
 
 
-def _extra(c: Checker, value: object) -> dict[str, object] | None:
+def _extra(c: Checker, value: object, where: str = "request.extra") -> dict[str, object] | None:
     """Goes into the body as written, so it must be JSON: no dates, NaN or huge integers.
 
     Keys loadbench sets itself are refused: merged last, they would silently replace the
     model, the prompt or a setting that has its own key.
     """
     if not isinstance(value, dict):
-        c.expected("request.extra", "a table", value)
+        c.expected(where, "a table", value)
         return None
     before = len(c.problems)
     for name in value:
         if name in _SET_BY_LOADBENCH:
             own = f"request.{name}" if name in _REQUEST_KEYS else "[[models]] and [prompts]"
-            c.add(f"request.extra: key {name!r} is set by loadbench; use {own}")
-    stack: list[tuple[str, object, int]] = [("request.extra", value, 0)]
+            c.add(f"{where}: key {name!r} is set by loadbench; use {own}")
+    stack: list[tuple[str, object, int]] = [(where, value, 0)]
     while stack:  # iterative, and bounded in depth, so deep nesting stays a problem
         key, item, depth = stack.pop()
         if depth > MAX_EXTRA_DEPTH:
-            c.expected("request.extra", f"at most {MAX_EXTRA_DEPTH} levels of nesting", item)
+            c.expected(where, f"at most {MAX_EXTRA_DEPTH} levels of nesting", item)
             break
         if isinstance(item, dict):
             stack.extend((f"{key}.{k}", v, depth + 1) for k, v in reversed(item.items()))
