@@ -17,7 +17,19 @@ ROOT = Path(__file__).resolve().parent.parent / "loadbench"
 # Top-level modules: shared vocabulary (errors .. thresholds) and the entry point.
 SHARED = ("errors", "records", "metrics", "thresholds")
 # Rooms from the bottom up: a room may import only rooms to its left (and SHARED).
-ROOMS = ("scenario", "http", "models", "observe", "run", "results", "report", "sim", "cli")
+ROOMS = (
+    "scenario",
+    "workload",
+    "http",
+    "models",
+    "observe",
+    "run",
+    "results",
+    "workers",
+    "report",
+    "sim",
+    "cli",
+)
 MAX_LINES = 450  # "about 400 lines is the point to consider a split" (STYLE.md)
 
 
