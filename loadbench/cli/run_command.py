@@ -105,6 +105,16 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     type=click.FloatRange(min=0, min_open=True),
     help="Stop the whole run after this long (beats [load] max_duration_s).",
 )
+@click.option(
+    "--capability",
+    metavar="NAME",
+    help="Run only the models that have this capability (inline or in the catalog).",
+)
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Stop at the first model skipped or failed, instead of going on with the next.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing result file.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; the summary only.")
 def run(
@@ -123,13 +133,15 @@ def run(
     report_dir: Path | None,
     records: Path | None,
     max_duration_s: float | None,
+    capability: str | None,
+    fail_fast: bool,
     overwrite: bool,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write a result file and a summary.
 
     Exits 1 when a stage breaks a threshold (from --threshold or the scenario's [slo]),
-    after the results are written.
+    or when every model was skipped or failed, after the results are written.
     """
     started = perf_counter()
     from loadbench.cli.runner import measure, prepare
@@ -147,6 +159,8 @@ def run(
         records=records,
         overwrite=overwrite,
         max_duration_s=max_duration_s,
+        capability=capability,
+        fail_fast=fail_fast,
     )
     from loadbench.run import console as make_console
 
@@ -188,8 +202,9 @@ def _finish(
 
     state, target_info, checks = measured.state, measured.target, prepared.checks
     out = make_console(stderr=False)
-    if state.stages:
-        out.print(summary_table(state.stages))
+    models = document.get("models", [])
+    if state.stages or any(m["status"] != "ok" for m in models):
+        out.print(summary_table(state.stages, models))
     for line in _summary_lines(document["summary"]):
         out.print(line)
     from loadbench.observe import cold_start_text
@@ -205,6 +220,12 @@ def _finish(
     if measured.interrupted or caught:
         console.print("interrupted: partial results written", style="yellow")
         sys.exit(EXIT_INTERRUPTED)
+    if models and not any(m["status"] == "ok" for m in models):
+        console.print("every model was skipped or failed", style="red")
+        sys.exit(EXIT_THRESHOLD)
+    if prepared.fail_fast and any(m["status"] != "ok" for m in models):
+        console.print("--fail-fast: a model was skipped or failed", style="red")
+        sys.exit(EXIT_THRESHOLD)
     broken = [
         (label, r)
         for label, results in evaluate(checks, document["stages"])

@@ -25,9 +25,10 @@ from pathlib import Path
 from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from loadbench.errors import TargetUnreachable, UsageError
+from loadbench.errors import UsageError
 
 if TYPE_CHECKING:
+    from loadbench.cli.lineup import ModelRun
     from loadbench.run import RunState, StagePlan
     from loadbench.scenario import Scenario
     from loadbench.thresholds import Threshold
@@ -43,16 +44,20 @@ class Prepared:
     run_limit: float | None
     api_key: str | None
     warnings: list[str]
+    catalog: dict[str, Any] = dataclasses.field(default_factory=dict)  # [models_catalog]
+    fail_fast: bool = False
 
 
 @dataclass(frozen=True)
 class Measured:
-    """What the stages aggregated, whether a signal cut them short, and the target's facts."""
+    """What the stages aggregated, whether a signal cut them short, the target's facts,
+    and each model's status."""
 
     state: RunState
     interrupted: bool
     started_at: str
     target: dict[str, object]
+    models: list[ModelRun] = dataclasses.field(default_factory=list)
 
 
 def prepare(
@@ -69,6 +74,8 @@ def prepare(
     records: Path | None,
     overwrite: bool,
     max_duration_s: float | None,
+    capability: str | None = None,
+    fail_fast: bool = False,
 ) -> Prepared:
     """Everything that can be checked before the target starts, so bad input costs nothing."""
     from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
@@ -85,6 +92,11 @@ def prepare(
         duration_s=duration_s,
     )
     checks = (*scenario.slo, *(parse_threshold(t) for t in thresholds))
+    from loadbench.cli.lineup import read_catalog_of, with_capability
+
+    catalog = read_catalog_of(scenario)
+    if capability is not None:
+        scenario = with_capability(scenario, catalog, capability)
     from loadbench.run import plan_stages
 
     plans = plan_stages(scenario)
@@ -104,7 +116,7 @@ def prepare(
         api_key = os.environ.get(key_env) or None
         if api_key is None:
             warnings.append(f"environment variable {key_env} is not set: no Authorization header")
-    return Prepared(scenario, checks, plans, run_limit, api_key, warnings)
+    return Prepared(scenario, checks, plans, run_limit, api_key, warnings, catalog, fail_fast)
 
 
 @contextlib.contextmanager
@@ -150,22 +162,6 @@ def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
         )
 
 
-def _probe(base_url: str, timeout_s: float) -> list[str] | None:
-    """Fail fast (exit 3) when nothing answers; returns the server's model ids if it lists them."""
-    import httpx
-
-    url = base_url.rstrip("/") + "/models"
-    try:
-        response = httpx.get(url, timeout=min(timeout_s, 10.0), trust_env=False)
-    except httpx.HTTPError as exc:
-        raise TargetUnreachable(f"cannot reach {base_url}: {exc}") from None
-    try:
-        data = response.json()["data"]
-        return [str(m["id"]) for m in data]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int | None:
     if given is not None:
         return given
@@ -197,20 +193,26 @@ def measure(
     ``target.startup_to_first_request_s``. A Ctrl-C or SIGTERM during the stages ends them
     and comes back as ``interrupted``; one before the stages propagates as KeyboardInterrupt.
     """
+    import anyio
+
+    from loadbench.cli.lineup import plan_lineup, resolve_lineup
     from loadbench.thresholds import slo_request_limits
 
     scenario, warnings = prepared.scenario, prepared.warnings
+
+    def say(text: str, style: str | None) -> None:
+        console.print(text, style=style, highlight=False)
+
     with _target(scenario) as (url, target_info):
-        listed = _probe(url, scenario.target.timeout_s)
-        if listed is not None:
-            missing = [m for m in scenario.models if m not in listed]
-            if missing:
-                msg = (
-                    f"the server does not list model(s) {', '.join(missing)}; "
-                    f"it lists {', '.join(listed[:8]) or 'none'}"
-                )
-                warnings.append(msg)
-                console.print(f"warning: {msg}", style="yellow")
+        before = len(warnings)
+        runs = plan_lineup(scenario, url, prepared.api_key, warnings)
+        for w in warnings[before:]:
+            say(f"warning: {w}", "yellow")
+        timeout = scenario.target.timeout_s
+        anyio.run(resolve_lineup, runs, prepared.catalog, timeout, warnings, say)
+        for r in runs:
+            if r.status != "ok":
+                say(f"{r.name}: {r.status}: {r.reason}", "yellow")
         pid = _server_pid(url, server_pid, target_info)
         target_info["server_pid"] = pid
         target_info["startup_to_first_request_s"] = round(perf_counter() - started, 3)
@@ -228,23 +230,10 @@ def measure(
             prepared.run_limit,
             records,
             target_info.get("cold_start"),
+            runs,
+            prepared.fail_fast,
         )
-    return Measured(state, interrupted, started_at, target_info)
-
-
-async def _first_request(client: Any, scenario: Any, cold: dict[str, Any]) -> dict[str, Any]:
-    """A freshly started server's first request: its TTFT, and the cold start to first
-    token as ready + that TTFT (as if sent the moment the server was ready, leaving out
-    loadbench's own set-up in between). Counted here, in no stage."""
-    rec = await client.execute(
-        index=-1, warmup=True, model=scenario.models[0], prompt=scenario.prompts[0]
-    )
-    ttft = (rec.token_ns[0] - rec.sent_ns) / 1e9 if rec.ok and rec.token_ns else None
-    return {
-        "first_token_s": None if ttft is None else round(cold["ready_s"] + ttft, 3),
-        "first_request_ttft_s": None if ttft is None else round(ttft, 3),
-        "first_request": "ok" if rec.ok else str(rec.error),
-    }
+    return Measured(state, interrupted, started_at, target_info, runs)
 
 
 def _backend_options() -> dict[str, Any]:
@@ -271,15 +260,30 @@ def _execute(
     run_limit: float | None = None,
     records: Path | None = None,
     cold_start: Any = None,
+    runs: Any = (),
+    fail_fast: bool = False,
 ) -> tuple[Any, bool, str]:
+    """The stages, model by model: each model on its own target, its samples first when
+    asked for, its later stages dropped once it fails; ``fail_fast`` stops at the first
+    model skipped or failed."""
     import anyio
 
+    from loadbench.cli.lineup import (
+        OK,
+        SKIPPED,
+        cold_figures,
+        first_request,
+        key_for,
+        sample_and_score,
+        samples_wanted,
+        status_after,
+    )
     from loadbench.http import LoadClient
     from loadbench.observe import MetricsScraper, ServerMonitor, default_metrics_url
     from loadbench.run import Reporter, RunState, run_stages
 
     state = RunState()
-    server = ServerMonitor(server_pid)
+    server = ServerMonitor(server_pid, interval_s=scenario.monitor.interval_s)
     reporter = Reporter(console, len(plans), quiet=quiet)
     stopped_by_signal = False
 
@@ -307,43 +311,67 @@ def _execute(
             if scraper is not None:
                 await scraper.aclose()
 
+    judge_env = scenario.quality.judge_api_key_env if scenario.quality is not None else None
+    judge_key = key_for(judge_env, api_key, [])
+    sampling = samples_wanted(scenario)
+
+    async def one_model(run: Any, scraper: MetricsScraper | None) -> None:
+        model_plans = [p for p in plans if p.model == run.name]
+        async with LoadClient(
+            base_url=run.base_url,
+            api=scenario.target.api,
+            spec=run.request,
+            timeout_s=scenario.target.timeout_s,
+            max_connections=max((p.max_streams for p in model_plans), default=1),
+            api_key=run.api_key,
+            verify=verify,
+            transport=transport,
+        ) as client:
+            if isinstance(cold_start, dict) and "first_request" not in cold_start:
+                first = await first_request(client, run.served_as, scenario.prompts[0])
+                cold_start.update(cold_figures(cold_start, first))
+            if sampling:
+                await sample_and_score(run, scenario, url, api_key, judge_key)
+            before = len(state.stages)
+            try:
+                await run_stages(
+                    model_plans,
+                    scenario.prompts,
+                    client,
+                    state,
+                    reporter.stage_done,
+                    server,
+                    slo,
+                    scenario.load.max_error_rate,
+                    writer,
+                    scraper,
+                    run.served_as,
+                )
+            finally:
+                state.stale_reuses += client.stale_reuses
+            status_after(run, state.stages[before:])
+        if run.status != OK:
+            console.print(f"{run.name}: {run.status}: {run.reason}", style="yellow")
+
     async def load(scraper: MetricsScraper | None) -> None:
-        async with (
-            LoadClient(
-                base_url=url,
-                api=scenario.target.api,
-                spec=scenario.request,
-                timeout_s=scenario.target.timeout_s,
-                max_connections=max(p.max_streams for p in plans),
-                api_key=api_key,
-                verify=verify,
-                transport=transport,
-            ) as client,
-            anyio.create_task_group() as tg,
-        ):
+        async with anyio.create_task_group() as tg:
             if sys.platform != "win32":
                 tg.start_soon(watch_sigterm, tg.cancel_scope.cancel)
             tg.start_soon(reporter.watch, state)
-            if isinstance(cold_start, dict):
-                cold_start.update(await _first_request(client, scenario, cold_start))
+            stop: str | None = None
             with anyio.move_on_after(math.inf if run_limit is None else run_limit) as limit:
-                try:
-                    await run_stages(
-                        plans,
-                        scenario.prompts,
-                        client,
-                        state,
-                        reporter.stage_done,
-                        server,
-                        slo,
-                        scenario.load.max_error_rate,
-                        writer,
-                        scraper,
-                    )
-                finally:
-                    state.stale_reuses = client.stale_reuses
+                for run in runs:
+                    if stop is None and run.status == OK:
+                        await one_model(run, scraper)
+                    elif stop is not None:
+                        run.fail(SKIPPED, f"not run: {stop}")
+                    if fail_fast and stop is None and run.status != OK:
+                        stop = f"--fail-fast after {run.name} was {run.status}"
             if limit.cancelled_caught:
                 state.close_partial(stopped="max_duration_s")
+                for run in runs:
+                    if run.status == OK and not any(s.plan.model == run.name for s in state.stages):
+                        run.fail(SKIPPED, "not run: the run reached max_duration_s")
             tg.cancel_scope.cancel()
 
     from loadbench.results import RecordWriter
@@ -389,6 +417,10 @@ def write_results(
         target=target_info,
         warnings=warnings,
     )
+    if measured.models:
+        from loadbench.cli.lineup import model_blocks
+
+        document["models"] = model_blocks(measured.models, document["stages"], scenario.cost)
     from loadbench.results import summarize_run
 
     document["summary"] = summarize_run(document, prepared.checks)

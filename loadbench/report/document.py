@@ -35,6 +35,7 @@ from loadbench.report.cells import (
     stage_label,
     stage_load,
 )
+from loadbench.report.models_section import models_blocks
 from loadbench.report.resources import resources_blocks
 from loadbench.report.serverside_sections import server_side
 
@@ -316,6 +317,7 @@ def _blocks(runs: Sequence[Run]) -> list[Block]:
             "ITL: gap between tokens; E2E: whole request."
         ),
         *_runs_section(runs),
+        *models_blocks(runs),  # the models compared, with each one's status and reason
         *_model_sections(runs),
         *(_side_by_side(runs) if len(runs) > 1 else ()),
         *_knee_rules(runs),

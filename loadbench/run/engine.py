@@ -40,6 +40,9 @@ from loadbench.scenario import LoadMode
 _LEAD_S = 0.005
 # An error rate over fewer requests than this is noise; the stage goes on until then.
 MIN_REQUESTS_FOR_ERROR_STOP = 10
+# A stage that ends for one of these reasons says the model fails: its later stages are
+# not run (the run goes on with the next model).
+MODEL_FAILED = ("warmup_failed", "max_error_rate")
 # Open loop without max_concurrency: connections opened before the window, at most, and
 # the E2E assumed (seconds) when no earlier stage measured one.
 _PREOPEN_MAX = 512
@@ -57,7 +60,8 @@ class StageResult:
     error_samples: dict[str, str]
     server: ServerUsage | None = None
     busy_fraction: float | None = None  # closed loop: share of worker time with a request out
-    stopped: str | None = None  # why the stage ended early: "max_error_rate", "max_duration_s"
+    # Why the stage ended early: "max_error_rate", "warmup_failed", "max_duration_s".
+    stopped: str | None = None
     server_metrics: dict[str, object] | None = None  # the server's /metrics over the stage
 
 
@@ -73,6 +77,7 @@ class LiveStage:
     server: ServerMonitor | None = None
     error_samples: dict[str, str] = field(default_factory=dict)
     warmup_done: int = 0
+    warmup_failed: int = 0
     # Closed loop pacing: time workers spent with a request out, and between requests.
     worker_busy_ns: int = 0
     worker_gap_ns: int = 0
@@ -88,6 +93,14 @@ class LiveStage:
             self.on_record(self.plan, rec)
         if rec.warmup:
             self.warmup_done += 1
+            if rec.error is not None:
+                self.warmup_failed += 1
+                if self.warmup_failed == self.plan.warmup and self.stopped is None:
+                    # Every warm-up request failed: the model is not serving; the
+                    # measured requests would only count the same failure again.
+                    self.stopped = "warmup_failed"
+                    if self.stop is not None:
+                        self.stop()
         if rec.error is not None and rec.detail and rec.error not in self.error_samples:
             self.error_samples[str(rec.error)] = rec.detail
         limit = self.max_error_rate
@@ -176,12 +189,23 @@ async def run_stages(
     max_error_rate: float | None = None,
     on_record: Callable[[StagePlan, RequestRecord], None] | None = None,
     scraper: MetricsScraper | None = None,
+    served_as: str | None = None,
 ) -> None:
+    """Each plan in turn; a model whose stage ends in ``MODEL_FAILED`` gets no more stages.
+
+    ``served_as``: the model id to send instead of each plan's model name (the name as
+    typed stays the stage's label), when a server lists it under another id.
+    """
+    failed: set[str] = set()
     for plan in plans:
+        if plan.model in failed:
+            continue
         result = await run_stage(
-            plan, prompts, client, state, server, slo, max_error_rate, on_record, scraper
+            plan, prompts, client, state, server, slo, max_error_rate, on_record, scraper, served_as
         )
         on_stage_end(result)
+        if result.stopped in MODEL_FAILED:
+            failed.add(plan.model)
 
 
 async def run_stage(
@@ -194,6 +218,7 @@ async def run_stage(
     max_error_rate: float | None = None,
     on_record: Callable[[StagePlan, RequestRecord], None] | None = None,
     scraper: MetricsScraper | None = None,
+    served_as: str | None = None,
 ) -> StageResult:
     """Run one stage; ``slo`` holds the per-request limits that decide goodput.
 
@@ -225,10 +250,11 @@ async def run_stage(
             tg.start_soon(server.sample)
         if scraper is not None:
             tg.start_soon(scraper.sample)
+        model = served_as or plan.model
         if plan.mode is LoadMode.RATE:
-            await _open_loop(plan, prompts, client, live.sink)
+            await _open_loop(plan, prompts, client, live.sink, model)
         else:
-            await _closed_loop(plan, prompts, client, live)
+            await _closed_loop(plan, prompts, client, live, model)
         tg.cancel_scope.cancel()
     result = live.finish(interrupted=False)
     if scraper is not None:
@@ -276,7 +302,7 @@ async def _send(
 
 
 async def _closed_loop(
-    plan: StagePlan, prompts: Sequence[str], client: LoadClient, live: LiveStage
+    plan: StagePlan, prompts: Sequence[str], client: LoadClient, live: LiveStage, model: str
 ) -> None:
     order = plan.prompt_order
     concurrency = plan.concurrency or 1
@@ -299,7 +325,7 @@ async def _closed_loop(
                     live.sink,
                     index=i,
                     warmup=warmup,
-                    model=plan.model,
+                    model=model,
                     prompt=prompt,
                     due_ns=None,
                 )
@@ -325,6 +351,7 @@ async def _open_loop(
     prompts: Sequence[str],
     client: LoadClient,
     sink: Callable[[RequestRecord], None],
+    model: str,
 ) -> None:
     order = plan.prompt_order
     limiter = anyio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
@@ -337,7 +364,7 @@ async def _open_loop(
                 sink,
                 index=i,
                 warmup=i < plan.warmup,
-                model=plan.model,
+                model=model,
                 prompt=prompts[order[i % len(order)]],
                 due_ns=due_ns,
             )

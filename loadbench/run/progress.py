@@ -6,7 +6,8 @@ display redraws in place (rich); elsewhere (CI logs, pipes) it prints plain line
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 from rich.console import Console
@@ -97,7 +98,9 @@ class Reporter:
             self._console.print(f"  warning: {result.client.warning}", style="yellow")
 
 
-def summary_table(stages: Sequence[StageResult]) -> Table:
+def summary_table(stages: Sequence[StageResult], models: Sequence[Mapping[str, Any]] = ()) -> Table:
+    """One row per stage; a model that was skipped or failed also gets a row that says
+    so and why (``models``: the result document's model blocks)."""
     table = Table(title="loadbench summary (latencies in ms, from when each request was due)")
     for name, justify in [
         ("model", "left"),
@@ -146,4 +149,8 @@ def summary_table(stages: Sequence[StageResult]) -> Table:
             client,
             server,
         )
+    for m in models:
+        if m["status"] != "ok":
+            dashes = ("-",) * 10
+            table.add_row(m["name"], m["status"], *dashes, str(m["reason"] or "-"), "-", "-")
     return table
