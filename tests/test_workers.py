@@ -217,12 +217,12 @@ def _pids(fleet: Fleet) -> list[int]:
 async def _run_and_do(
     scenario: Scenario, url: str, fleet: Fleet, action: Any, workers: int = 2
 ) -> None:
-    """Runs the scenario while ``action(fleet)`` waits for progress, then acts on a worker."""
+    """Runs the scenario; once every worker reported load, ``action(fleet)`` acts on one."""
     async with anyio.create_task_group() as tg:
 
         async def act() -> None:
             with anyio.fail_after(20):
-                while not any(w.last.get("sent") for w in fleet.workers):  # noqa: ASYNC110
+                while not all(w.last.get("sent") for w in fleet.workers):  # noqa: ASYNC110
                     await anyio.sleep(0.05)
             action(fleet)
 
@@ -441,6 +441,7 @@ def test_a_worker_whose_parent_is_killed_stops_its_load(sim_url: str, tmp_path: 
                 assert time.perf_counter() < deadline, "the orphaned worker did not exit"
                 time.sleep(0.05)
         finally:
+            parent.kill()
             if not _gone(worker_pid):
                 os.kill(worker_pid, signal.SIGKILL)
 
