@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from loadbench.scenario.workload_model import WorkloadSpec
 from loadbench.thresholds import Threshold
 
 __all__ = [
@@ -217,6 +218,7 @@ class Scenario:
     quality: QualitySpec | None = None
     cost: CostSpec | None = None
     env_applied: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    workload: WorkloadSpec | None = None  # [workload]: token lengths, datasets, traces
 
     @property
     def ids(self) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ from loadbench.scenario.read_models import (
     read_prompt_set,
     read_quality,
 )
+from loadbench.scenario.read_workload import read_workload
 from loadbench.thresholds import Threshold, slo_thresholds
 
 __all__ = ["load_scenario"]
@@ -70,6 +71,7 @@ _TOP_KEYS = (
     "monitor",
     "quality",
     "cost",
+    "workload",
 )
 _TARGET_KEYS = (
     "base_url",
@@ -136,6 +138,7 @@ def _build(
     load = read_load(c, doc)
     monitor = _monitor(c, doc)
     quality, cost = read_quality(c, doc), read_cost(c, doc)
+    workload = read_workload(c, doc, file.parent)
     specs, prompt_set, request, load, applied = bench_env(c, env, specs, prompt_set, request, load)
     slo: tuple[Threshold, ...] = ()
     if "slo" in doc:
@@ -167,6 +170,7 @@ def _build(
         quality=quality,
         cost=cost,
         env_applied=MappingProxyType(applied),
+        workload=workload,
     )
 
 
