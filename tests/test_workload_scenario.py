@@ -214,3 +214,22 @@ def test_a_bad_dataset_names_its_lines(tmp_path: Path) -> None:
         "workload.dataset.file: 'bad.jsonl' line 2: prompt: expected a non-empty string, got 3",
         "workload.dataset.file: 'bad.jsonl' line 3: expected an object with a prompt, got [1]",
     )
+
+
+def test_a_run_refuses_a_workload_it_cannot_send_yet(tmp_path: Path) -> None:
+    """Until the engine sends work items, `run` says so (exit 2) instead of ignoring it."""
+    from click.testing import CliRunner
+
+    from loadbench.cli import main
+
+    path = tmp_path / "w.toml"
+    path.write_text(
+        '[target.simulate]\nttft_ms = 5\nitl_ms = 1\n[[models]]\nname = "m"\n'
+        '[prompts]\nitems = ["hi"]\n[load]\nconcurrency = [1]\nrequests = 1\n'
+        "[workload]\ninput_tokens = 64\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["run", str(path), "-o", str(tmp_path / "r.json")])
+    assert result.exit_code == 2, result.output
+    assert "[workload]" in result.output
+    assert not (tmp_path / "r.json").exists()

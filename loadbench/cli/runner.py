@@ -91,6 +91,13 @@ def prepare(
         requests=requests,
         duration_s=duration_s,
     )
+    if scenario.workload is not None:
+        # Read and checked (loadbench.workload builds the requests), but the engine does not
+        # send them yet: refusing beats a run that silently ignores the section.
+        raise UsageError(
+            f"{scenario.path}: [workload]: the section is valid, but this version does not "
+            "send workloads yet (token lengths, datasets, traces, sessions); remove it to run"
+        )
     checks = (*scenario.slo, *(parse_threshold(t) for t in thresholds))
     from loadbench.cli.lineup import read_catalog_of, with_capability
 

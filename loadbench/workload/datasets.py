@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from loadbench.errors import show
-from loadbench.scenario import workload_model as wm
+from loadbench.scenario import DatasetFormat, DatasetSpec
 
 __all__ = ["MAX_LISTED", "DatasetEntry", "parse_dataset", "select_entries"]
 
@@ -30,16 +30,16 @@ class DatasetEntry:
 
 
 def parse_dataset(
-    text: str, fmt: wm.DatasetFormat, label: str
+    text: str, fmt: DatasetFormat, label: str
 ) -> tuple[tuple[DatasetEntry, ...], list[str]]:
     """Every usable entry and every problem, each ``<label> line N: ...``.
 
     A ShareGPT conversation with no human turn is skipped, not refused: the public ShareGPT
     dumps have thousands of those, and vLLM's loader skips them too.
     """
-    if fmt is wm.DatasetFormat.SHAREGPT:
+    if fmt is DatasetFormat.SHAREGPT:
         found, problems = _sharegpt(text, label)
-    elif fmt is wm.DatasetFormat.JSONL:
+    elif fmt is DatasetFormat.JSONL:
         found, problems = _jsonl(text, label)
     else:
         found = [DatasetEntry(line.strip(), n) for n, line in _lines(text) if line.strip()]
@@ -51,7 +51,7 @@ def parse_dataset(
 
 def select_entries(
     entries: Sequence[DatasetEntry],
-    spec: wm.DatasetSpec,
+    spec: DatasetSpec,
     seed: int,
     count: Callable[[str], int],
 ) -> tuple[DatasetEntry, ...]:

@@ -11,26 +11,26 @@ from __future__ import annotations
 import random
 
 # Through the package, not ``loadbench.scenario.workload_model``: see the room's __init__.
-from loadbench.scenario import workload_model as wm
+from loadbench.scenario import Dist, LengthDist
 
 __all__ = ["draw", "draws", "problems"]
 
 
-def draw(dist: wm.LengthDist, rng: random.Random) -> int:
+def draw(dist: LengthDist, rng: random.Random) -> int:
     """One length. A normal draw is rounded, then clamped into [min, max] rather than drawn
     again, so the work per draw is bounded (GuideLLM clamps the same way)."""
-    if dist.dist is wm.Dist.FIXED:
+    if dist.dist is Dist.FIXED:
         return dist.value
-    if dist.dist is wm.Dist.UNIFORM:
+    if dist.dist is Dist.UNIFORM:
         return rng.randint(dist.min, dist.max)
     value = round(rng.gauss(dist.mean, dist.stddev)) if dist.stddev > 0 else round(dist.mean)
     return min(dist.max, max(dist.min, value))
 
 
-def draws(dist: wm.LengthDist, count: int, seed: int) -> tuple[int, ...]:
+def draws(dist: LengthDist, count: int, seed: int) -> tuple[int, ...]:
     rng = random.Random(seed)
     return tuple(draw(dist, rng) for _ in range(count))
 
 
-def problems(dist: wm.LengthDist, key: str) -> list[str]:
+def problems(dist: LengthDist, key: str) -> list[str]:
     return dist.problems(key)

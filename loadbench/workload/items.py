@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from loadbench.scenario import workload_model as wm
+from loadbench.scenario import WorkloadSpec
 from loadbench.workload.corpus import Corpus, Prompt, build_prompt
 from loadbench.workload.datasets import DatasetEntry, output_hint
 from loadbench.workload.distributions import draw
@@ -63,7 +63,7 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class Workload:
-    spec: wm.WorkloadSpec
+    spec: WorkloadSpec
     tokenizer: Tokenizer
     tokenizer_note: str  # which tokenizer and why: "approx (words x 1.3): no /tokenize ..."
     corpus: Corpus

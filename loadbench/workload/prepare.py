@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from loadbench.errors import ScenarioError
-from loadbench.scenario import workload_model as wm
+from loadbench.scenario import DatasetSpec, TokenizerChoice, TraceSpec, WorkloadSpec
 from loadbench.workload.corpus import Corpus, Prompt, read_corpus, shipped_corpus
 from loadbench.workload.datasets import DatasetEntry, parse_dataset, select_entries
 from loadbench.workload.items import Workload
@@ -25,7 +25,7 @@ __all__ = ["choose_tokenizer", "prepare_workload"]
 
 
 def prepare_workload(
-    spec: wm.WorkloadSpec,
+    spec: WorkloadSpec,
     *,
     scenario_path: str,
     default_max_tokens: int,
@@ -65,7 +65,7 @@ def prepare_workload(
 
 
 def choose_tokenizer(
-    spec: wm.WorkloadSpec,
+    spec: WorkloadSpec,
     *,
     base_url: str | None,
     model: str,
@@ -76,16 +76,16 @@ def choose_tokenizer(
     ``auto`` tries the server and falls back to the approximation; ``server`` insists.
     """
     choice = spec.tokenizer
-    if choice == wm.TokenizerChoice.APPROX:
+    if choice == TokenizerChoice.APPROX:
         approx = ApproxTokenizer()
         return approx, f"{approx.name}: asked for", None
-    if choice in (wm.TokenizerChoice.AUTO, wm.TokenizerChoice.SERVER):
+    if choice in (TokenizerChoice.AUTO, TokenizerChoice.SERVER):
         why = "no server to ask"
         if client is not None and base_url is not None:
             server, why = probe_server(client, base_url, model)
             if server is not None:
                 return server, why, None
-        if choice == wm.TokenizerChoice.SERVER:
+        if choice == TokenizerChoice.SERVER:
             return None, "", f"expected a server that answers POST /tokenize, got {why}"
         approx = ApproxTokenizer()
         return approx, f"{approx.name}: {why}", None
@@ -110,7 +110,7 @@ def _read(problems: list[str], key: str, path: Path, name: str) -> str | None:
 
 
 def _dataset(
-    problems: list[str], folder: Path, spec: wm.DatasetSpec, seed: int, tokenizer: Tokenizer
+    problems: list[str], folder: Path, spec: DatasetSpec, seed: int, tokenizer: Tokenizer
 ) -> tuple[DatasetEntry, ...]:
     key = "workload.dataset.file"
     text = _read(problems, key, folder / spec.file, spec.file)
@@ -129,7 +129,7 @@ def _dataset(
     return kept
 
 
-def _trace(problems: list[str], folder: Path, spec: wm.TraceSpec) -> tuple[TraceEntry, ...]:
+def _trace(problems: list[str], folder: Path, spec: TraceSpec) -> tuple[TraceEntry, ...]:
     key = "workload.trace.file"
     text = _read(problems, key, folder / spec.file, spec.file)
     if text is None:

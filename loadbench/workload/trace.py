@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loadbench.errors import show
-from loadbench.scenario import workload_model as wm
+from loadbench.scenario import MAX_TOKENS
 
 __all__ = ["TraceEntry", "parse_trace", "schedule"]
 
@@ -80,7 +80,7 @@ def _entry(doc: object, where: str, n: int) -> tuple[TraceEntry | None, str | No
     for key in ("input_tokens", "output_tokens"):
         value = doc[key]
         if not (
-            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= wm.MAX_TOKENS
+            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_TOKENS
         ):
             return None, f"{where}: {key}: expected a positive integer, got {show(value)}"
         counts.append(value)
