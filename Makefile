@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,plot,fast]'
 	@touch $(STAMP)
 
-## demo: run the concurrency sweep against the built-in simulator, write results/ and a report
+## demo: against the built-in simulator, a concurrency sweep and a model comparison (the Foundry
+## Local workshop's three models, one broken, one missing), each with results/ and a report
 demo: $(STAMP)
 	$(BIN)/loadbench run scenarios/demo.toml --report-dir results/demo-report
+	$(BIN)/loadbench run scenarios/foundry-local-sim.toml --report-dir results/models-report
 
 ## test: every test CI runs: the default suite (real sockets against the simulator), then the
 ## real-engine tier against llama.cpp's llama-server (built once, 6-12 min, then cached)

@@ -88,6 +88,7 @@ def test_shipped_scenarios_load(path: Path) -> None:
 def test_shipped_scenarios_are_the_ones_promised() -> None:
     assert [p.name for p in SCENARIOS] == [
         "demo.toml",
+        "foundry-local-sim.toml",
         "foundry-local.toml",
         "llama-cpp-cold.toml",
         "llama-cpp.toml",
