@@ -29,8 +29,10 @@ from loadbench.workers.worker import serve
 __all__ = ["RayWorker", "ray_links"]
 
 _TAKE_WAIT_S = 1.0
-# Ray's own reporting: usage statistics (sent to Anyscale) off unless the user set it.
-_QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+# For a Ray started here, unless the user set them: no usage statistics (sent to
+# Anyscale), and the node on 127.0.0.1 instead of the machine's own address (read when
+# Ray is imported, so set before).
+_LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def import_ray() -> Any:
@@ -128,9 +130,7 @@ def _connect(ray: Any, address: str) -> bool:
     """Join or start Ray; True when this run started it (and so stops it after)."""
     if ray.is_initialized():
         return False  # the caller's Ray (a test's, a notebook's): used as it is, left running
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    local = address == "auto" and not os.environ.get("RAY_ADDRESS")
+    local = _starts_local(address)
     options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if local:
         options["include_dashboard"] = False  # it probes a cloud metadata address
@@ -142,9 +142,36 @@ def _connect(ray: Any, address: str) -> bool:
     return True
 
 
+async def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A TCP connect first: ``ray.init`` waits a minute or more on an address that does not
+    answer, logging retries, before it fails. ``ray://`` is Ray Client (port 10001 by
+    default), a bare ``host[:port]`` the cluster's GCS (6379)."""
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    try:
+        with anyio.fail_after(timeout_s):
+            stream = await anyio.connect_tcp(
+                host.strip("[]"), int(port) if port else (10001 if client else 6379)
+            )
+        await stream.aclose()
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc) or f"no answer within {timeout_s:g} s"
+        raise TargetUnreachable(f"cannot reach Ray at {address}: {reason}") from None
+
+
+def _starts_local(address: str) -> bool:
+    return address == "auto" and not os.environ.get("RAY_ADDRESS")
+
+
 @contextlib.asynccontextmanager
 async def ray_links(count: int, address: str) -> AsyncIterator[list[Link]]:
+    if _starts_local(address):
+        for key, value in _LOCAL_ENV.items():
+            os.environ.setdefault(key, value)
     ray = import_ray()
+    if address != "auto" and not ray.is_initialized():
+        await _reachable(address)
     started = _connect(ray, address)
     links: list[Link] = []
     try:
