@@ -197,12 +197,8 @@ def summarize(h: HdrHistogram) -> LatencySummary:
 
 
 def _mean_us(h: HdrHistogram) -> float:
-    """``hdrh``'s mean (bucket midpoints) in one pass, with its index-to-value arithmetic
-    inline: its method calls per busy bucket cost ~30 ms per histogram at every stage end.
-
-    Index ``i`` covers ``[value, value + size)``, ``size = 1 << (unit + bucket)``, as in
-    ``hdrh``'s ``get_value_from_index`` and ``get_highest_equivalent_value``.
-    """
+    """``hdrh``'s mean (bucket midpoints), its index-to-value arithmetic inline (its method
+    calls cost ~30 ms per histogram): index ``i`` covers ``1 << (unit + bucket)`` values."""
     half_mag: int = h.sub_bucket_half_count_magnitude
     half: int = h.sub_bucket_half_count
     unit: int = h.unit_magnitude
@@ -212,12 +208,10 @@ def _mean_us(h: HdrHistogram) -> float:
             bucket = (index >> half_mag) - 1
             sub = (index & (half - 1)) + half
             if bucket < 0:
-                sub -= half
-                bucket = 0
+                bucket, sub = 0, sub - half
             shift = bucket + unit
             total += n * ((sub << shift) + ((1 << shift) >> 1))
-    count: int = h.total_count
-    return total / count
+    return float(total / h.total_count)
 
 
 def percentile_ms(h: HdrHistogram, p: float) -> float:

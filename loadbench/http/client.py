@@ -36,7 +36,6 @@ class TransportKind:
 
 def _ignore_cookies(response: httpx.Response) -> None:
     """A load test has no session; parsing Set-Cookie cost ~26% of client CPU when kept."""
-    return None
 
 
 def make_transport(
@@ -245,10 +244,10 @@ class LoadClient:
         self._transport = make_transport(
             base_url, kind=transport, max_connections=max_connections, verify=verify
         )
-        # The lean transport also says what each request paid to open its connection.
         self._lean = self._transport if isinstance(self._transport, LeanTransport) else None
-        # Told (connect ns, warmup) for each connection a request opened; the engine points
-        # it at the running stage's accumulator. None: connects are not reported.
+        # Whether requests report what opening their connection cost (the lean transport
+        # does), and who is told: (connect ns, warmup), set by the engine for each stage.
+        self.measures_connects = self._lean is not None
         self.on_connect: Callable[[int, bool], None] | None = None
         self._client = httpx.AsyncClient(
             transport=self._transport,
@@ -257,9 +256,8 @@ class LoadClient:
             follow_redirects=False,  # a redirected POST is the server's answer, not a retry
             trust_env=False,
         )
-        # httpx copies any Cookies object it is given, and still wraps every response for
-        # the jar: silence the instance's extraction itself (half of httpx's per-request
-        # cost in measurements). A load test has no session to keep.
+        # httpx copies any Cookies object it is given and wraps every response for the jar:
+        # silence the extraction itself (half of httpx's per-request cost, measured).
         setattr(self._client.cookies, "extract_cookies", _ignore_cookies)  # noqa: B010
         self._requests: dict[tuple[str, str], httpx.Request] = {}
 
@@ -280,15 +278,9 @@ class LoadClient:
         """Requests resent because a reused connection had been closed before them."""
         return self._lean.stale_reuses if self._lean is not None else 0
 
-    @property
-    def measures_connects(self) -> bool:
-        """Whether requests report their connection set-up (the lean transport does)."""
-        return self._lean is not None
-
     async def preconnect(self, n: int) -> int:
-        """Opens connections until ``n`` are idle, before a stage's measured window; returns
-        how many it opened (0 over httpx's own pool, or when built with ``preconnect=False``,
-        which only the cold-start benchmark asks for). Bounded by the target timeout."""
+        """Opens connections until ``n`` are idle, before a stage's window, within the timeout;
+        how many it opened (none over httpx's pool, or with ``preconnect=False``: benchmarks)."""
         if self._lean is None or not self._preconnect or n <= 0:
             return 0
         with anyio.move_on_after(self._timeout_s):
@@ -318,17 +310,15 @@ class LoadClient:
         error: str | None = None
         detail: str | None = None
         got_head = False
-        lean = self._lean
         connects: list[int] = []
         sent_ns = perf_counter_ns()
         with anyio.move_on_after(self._timeout_s) as scope:
             try:
-                # Straight to the transport: this client has no auth, hooks, cookies, mounts
-                # or redirects to follow, and AsyncClient.send's layers around them cost
-                # ~15 µs per request. The request was built by the client, so it already
-                # carries the headers and timeouts send would add.
-                if lean is not None:
-                    response = await lean.send(request, connects)
+                # Straight to the transport: no auth, hooks, cookies, mounts or redirects here,
+                # and AsyncClient.send's layers for them cost ~15 µs per request. The request
+                # was built by the client: it has the headers and timeouts send would add.
+                if self._lean is not None:
+                    response = await self._lean.send(request, connects)
                 else:
                     response = await self._transport.handle_async_request(request)
                 response.request = request

@@ -2,12 +2,14 @@
 
 Kept apart from the socket code so it can be tested by value and by property. It parses
 only what a load generator needs from a server's *responses*: the status line, headers and
-a body framed by ``Transfer-Encoding: chunked``, ``Content-Length`` or connection close.
+a body framed by ``Transfer-Encoding: chunked``, ``Content-Length`` or connection close; and
+it renders the requests.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -175,6 +177,17 @@ class BodyDecoder:
         if self._framing is Framing.CLOSE:
             self.done = True
         return self.done
+
+
+def render_request(
+    method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    """A request's bytes: request line, headers as given, blank line, body."""
+    head = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        head += (name, b": ", value, b"\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + body
 
 
 def _chunk_size(line: bytes) -> int:

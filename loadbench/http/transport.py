@@ -5,30 +5,39 @@ on this project's machine (../shared/research/client-limits.md): one shared Asyn
 over httpcore falls from 19k to 361 SSE events/s as concurrency goes from 1 to 256,
 because the pool's bookkeeping is O(N²) per request; over a transport like this one
 (an O(1) LIFO list of idle connections, chunked bodies decoded by hand) httpx reads
-over 100k events/s per core. It does HTTP/1.1 over TCP (a bare non-blocking connect to an
-IP literal, ``anyio.connect_tcp`` for a name), with TLS for
+over 100k events/s per core. It does HTTP/1.1 over its own asyncio protocol, with TLS for
 https:// (ALPN offers http/1.1 only); HTTP/2 and proxies stay on httpx's own transport
 (``client.make_transport`` picks, ``--transport httpx`` forces it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import os
 import select
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from time import perf_counter_ns
+from typing import Any, cast
 
 import anyio
 import anyio.abc
 import httpx
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
-from loadbench.http.h1 import MAX_HEAD_BYTES, BodyDecoder, FramingError, parse_head
+from loadbench.http.h1 import (
+    MAX_HEAD_BYTES,
+    BodyDecoder,
+    FramingError,
+    parse_head,
+    render_request,
+)
 
 _READ_SIZE = 65536
 
@@ -38,37 +47,27 @@ class MalformedResponse(httpx.RemoteProtocolError):
 
 
 Origin = tuple[str, str, int]  # scheme, host, port
-# An open connection and the socket under it, looked up once: anyio's ``extra()`` builds a
-# dict of every socket attribute per call (~4 µs), too much to pay at each reuse.
-Conn = tuple[anyio.abc.ByteStream, socket.socket | None]
+# An open connection (TLS or not) and the TCP stream under it, which says whether the
+# server closed it while idle.
+Conn = tuple[anyio.abc.ByteStream, "_TCPStream"]
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
-    """The client TLS context httpx's own transport would use, offering only HTTP/1.1.
-
-    Built by ``httpx.create_ssl_context``, so both transports trust the same roots: certifi's
-    bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set (a private CA). ``verify=False``
-    (``--insecure``) checks neither the chain nor the host name. Building one reads the
-    whole CA bundle (~20 ms), so it is built once per transport, before the first request.
-    """
+    """httpx's own client TLS context (certifi's roots, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+    for a private CA), offering only HTTP/1.1; ``verify=False`` (``--insecure``) checks
+    neither chain nor host name. It reads the whole CA bundle (~20 ms): built once."""
     context = httpx.create_ssl_context(verify=verify, trust_env=True)
     context.set_alpn_protocols(["http/1.1"])
     return context
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """One idle list per origin; connections are reused LIFO, never shared.
-
-    ``verify`` is for https:// origins, as in httpx: a context to use as given, or a flag
-    for ``tls_context``, which is then built at the first https:// connection.
-    """
+    """One idle list per origin; connections are reused LIFO, never shared. ``verify``
+    (https:// only), as in httpx: a context, or a flag for ``tls_context`` at first use."""
 
     def __init__(self, *, verify: bool | ssl.SSLContext = True) -> None:
         self._verify = verify
         self._idle: dict[Origin, list[Conn]] = {}
-        # Per origin, the address family of an IP-literal host (connected to directly), or
-        # None for a name (resolved at each connect, by anyio's happy eyeballs).
-        self._families: dict[Origin, int | None] = {}
         # Origins that closed a kept-alive connection before answering on it: some servers
         # (llama.cpp's cpp-httplib) close after every streamed response while announcing
         # keep-alive. Their connections are not reused again.
@@ -84,8 +83,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         request paid before its first byte went out, reported apart from its TTFT."""
         key = _origin(request.url)
         idle = self._idle.setdefault(key, [])
-        payload = _render(request, await request.aread())
         method = request.method.encode()
+        content = await request.aread()
+        payload = render_request(method, request.url.raw_path, request.headers.raw, content)
         conn, reused = await self._acquire(idle, key, request, connects)
         stream = conn[0]
         buf = b""
@@ -105,29 +105,22 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     raise FramingError("response head larger than 64 KiB")
                 buf += await stream.receive(_READ_SIZE)
                 heard = True
-        except anyio.EndOfStream as exc:
+        except BaseException as exc:
             await anyio.aclose_forcefully(stream)
-            if reused and not heard:
+            if isinstance(exc, anyio.EndOfStream) and reused and not heard:
                 # A clean close, before a byte, of a connection we reused: the server had
                 # closed it after its last response (the FIN was still in flight). Resend
                 # once on a fresh connection, count it, and stop reusing for this origin.
+                # A reset is never resent: the request may have reached the server.
                 self._no_reuse.add(key)
                 self.stale_reuses += 1
                 return await self.send(request, connects)
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response.", request=request
-            ) from exc
-        except (anyio.BrokenResourceError, OSError) as exc:
-            # A reset is never resent: the request may have reached the server.
-            await anyio.aclose_forcefully(stream)
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response.", request=request
-            ) from exc
-        except FramingError as exc:
-            await anyio.aclose_forcefully(stream)
-            raise MalformedResponse(str(exc), request=request) from exc
-        except BaseException:
-            await anyio.aclose_forcefully(stream)
+            if isinstance(exc, anyio.EndOfStream | anyio.BrokenResourceError | OSError):
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response.", request=request
+                ) from exc
+            if isinstance(exc, FramingError):
+                raise MalformedResponse(str(exc), request=request) from exc
             raise
         decoder = BodyDecoder(head.framing, head.content_length)
         try:  # body bytes that came in the head's read are framed like any others
@@ -155,7 +148,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         the race with a close already in flight."""
         while idle and key not in self._no_reuse:
             conn = idle.pop()
-            if not _closed_by_server(conn[1]):
+            if not conn[1].closed_by_server():
                 return conn, True
             await anyio.aclose_forcefully(conn[0])
         while idle:
@@ -167,69 +160,49 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return conn, False
 
     async def preconnect(self, url: httpx.URL, n: int) -> int:
-        """Opens connections to ``url``'s origin, all at once, until ``n`` are idle there;
-        returns how many it opened. A stage calls it before its measured window, so that
-        its first wave measures the server rather than this client's connect loop. A
-        connection that fails here is left for a request to fail on, as it would anyway;
+        """Opens connections to ``url``'s origin at once until ``n`` are idle; returns how
+        many it opened. One that fails is left for a request to fail on, as it would anyway;
         an origin whose connections are not reused gets none."""
         key = _origin(url)
         if key in self._no_reuse:
             return 0
         idle = self._idle.setdefault(key, [])
-        for conn in [conn for conn in idle if _closed_by_server(conn[1])]:
+        for conn in [conn for conn in idle if conn[1].closed_by_server()]:
             idle.remove(conn)
             await anyio.aclose_forcefully(conn[0])
         request = httpx.Request("GET", url)  # only for the text of a ConnectError
-        opened = 0
+        before = len(idle)  # nothing else runs before a stage: idle only grows here
 
         async def one() -> None:
-            nonlocal opened
-            try:
+            with contextlib.suppress(httpx.ConnectError):
                 idle.append(await self._connect(key, request))
-            except httpx.ConnectError:
-                return
-            opened += 1
 
         async with anyio.create_task_group() as tg:
-            for _ in range(n - len(idle)):
+            for _ in range(n - before):
                 tg.start_soon(one)
-        return opened
+        return len(idle) - before
 
     async def _connect(self, key: Origin, request: httpx.Request) -> Conn:
-        """A new connection and its socket; any failure to set it up, TLS handshake
-        included, is a ``ConnectError`` (refused, unreachable, DNS, untrusted or mismatched
-        certificate)."""
+        """A new connection; any failure to set it up, TLS handshake included, is a
+        ``ConnectError`` (refused, unreachable, DNS, untrusted or mismatched certificate)."""
         scheme, host, port = key
-        family = self._families.get(key, -1)
-        if family == -1:
-            family = self._families[key] = _ip_family(host)
         try:
-            if family is None:
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
-                try:
-                    sock: socket.socket | None = stream.extra(SocketAttribute.raw_socket)
-                except anyio.TypedAttributeLookupError:
-                    sock = None
-            else:
-                stream, sock = await _connect_ip(family, host, port)
+            stream = await _open_tcp(await _addresses(host, port), port)
             if scheme == "http":
-                return stream, sock
+                return stream, stream
             if not isinstance(self._verify, ssl.SSLContext):
                 self._verify = tls_context(self._verify)
-            # Not standard-compatible: no closing handshake on close (a closed stream is
-            # aborted anyway), and a peer that hangs up without close_notify reads as EOF,
-            # as a plain FIN does, rather than as a broken stream.
+            # Not standard-compatible: no closing handshake (a closed stream is aborted
+            # anyway), and a hang-up without close_notify reads as EOF, as a plain FIN does.
+            # The hostname is the SNI and the name the certificate must carry.
             try:
                 tls = await TLSStream.wrap(
-                    stream,
-                    hostname=host,  # SNI and the name the certificate must carry
-                    ssl_context=self._verify,
-                    standard_compatible=False,
+                    stream, hostname=host, ssl_context=self._verify, standard_compatible=False
                 )
             except BaseException:
                 await anyio.aclose_forcefully(stream)
                 raise
-            return tls, sock
+            return tls, stream
         except ssl.SSLError as exc:
             raise httpx.ConnectError(
                 f"TLS handshake with {host}:{port} failed: {_ssl_reason(exc)}", request=request
@@ -263,33 +236,143 @@ def _origin(url: httpx.URL) -> Origin:
     raise httpx.UnsupportedProtocol(f"the lean transport speaks http(s), not {scheme}")
 
 
-def _ip_family(host: str) -> int | None:
+async def _addresses(host: str, port: int) -> list[tuple[int, str]]:
+    """An IP literal as it is (no resolver thread hop); a name resolved at each connect."""
     try:
-        address = ipaddress.ip_address(host)
+        version = ipaddress.ip_address(host).version
     except ValueError:
-        return None
-    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return [(int(info[0]), str(info[4][0])) for info in found]
+    return [(socket.AF_INET6 if version == 6 else socket.AF_INET, host)]
 
 
-async def _connect_ip(family: int, host: str, port: int) -> tuple[SocketStream, socket.socket]:
-    """A TCP connection to an IP literal, without ``anyio.connect_tcp``'s happy-eyeballs
-    task group, event and timeout scope per connect: about half its CPU per connection,
-    which is what a stage opening 256 connections at once waits for."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+async def _open_tcp(addresses: Sequence[tuple[int, str]], port: int) -> _TCPStream:
+    """The first of ``addresses`` that accepts, else the last error. A bare non-blocking
+    connect: ``anyio.connect_tcp``'s happy-eyeballs task group, event and scope per connect
+    cost twice the CPU, which a stage opening 256 connections at once waits for."""
+    error: OSError = OSError(f"no address for port {port}")
+    for family, host in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.connect((host, port))
-        except BlockingIOError:
-            await anyio.wait_writable(sock)
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err)) from None
-        return await SocketStream.from_socket(sock), sock
-    except BaseException:
-        sock.close()
-        raise
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.connect((host, port))
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err)) from None
+            stream = _TCPStream(sock)
+            await asyncio.get_running_loop().create_connection(lambda: stream, sock=sock)  # noqa: B023
+            return stream
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+    raise error
+
+
+class _TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
+    """anyio's byte stream over an asyncio protocol that keeps reading, pausing only when
+    over ``_READ_SIZE`` bytes wait: anyio's own resumes and pauses reading around every
+    receive, two epoll_ctl calls per SSE event, ~23% of the CPU under real-time pacing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._transport = cast(asyncio.Transport, None)  # set by connection_made, at once
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None  # set while writing is paused
+        self._eof = self._lost = self._closed = False
+        self._error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _READ_SIZE:
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # half-open: aclose closes the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._error = exc
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
+        """All that has arrived, as one piece: events that came together get one stamp."""
+        chunks = self._chunks
+        while not chunks:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._lost or self._eof:
+                if self._error is not None:
+                    raise anyio.BrokenResourceError from self._error
+                raise anyio.EndOfStream
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        if len(data) > max_bytes:
+            chunks.append(data[max_bytes:])
+            data = data[:max_bytes]
+        was_full = self._buffered > _READ_SIZE
+        self._buffered = len(chunks[0]) if chunks else 0
+        if was_full and not self._transport.is_closing():
+            self._transport.resume_reading()
+        return data
+
+    async def send(self, item: bytes) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError
+        self._transport.write(item)
+        if self._drained is not None:
+            await self._drained
+
+    async def send_eof(self) -> None:
+        self._transport.write_eof()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._transport.abort()
+        self.resume_writing()
+
+    def closed_by_server(self) -> bool:
+        """Anything received while idle (EOF, RST, close_notify): read already, or not."""
+        return self._eof or self._lost or bool(self._chunks) or _readable(self._sock)
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return {SocketAttribute.raw_socket: lambda: self._sock}
 
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
@@ -299,15 +382,7 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return exc.reason or exc.strerror or str(exc)
 
 
-def _closed_by_server(sock: socket.socket | None) -> bool:
-    """An idle connection with anything to read was closed by the server (EOF or RST).
-
-    For TLS the raw socket underneath is checked: a close_notify alert also makes it
-    readable, and so does anything else unexpected from an idle server. Either way the
-    connection is not reused. A stream without a socket underneath is never reused.
-    """
-    if sock is None:
-        return True
+def _readable(sock: socket.socket) -> bool:
     try:
         if sys.platform == "win32" or not hasattr(select, "poll"):
             return bool(select.select([sock], [], [], 0)[0])
@@ -316,14 +391,6 @@ def _closed_by_server(sock: socket.socket | None) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-
-
-def _render(request: httpx.Request, body: bytes) -> bytes:
-    head = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
-        head += (name, b": ", value, b"\r\n")
-    head.append(b"\r\n")
-    return b"".join(head) + body
 
 
 class _Body(httpx.AsyncByteStream):
