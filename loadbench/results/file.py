@@ -10,6 +10,7 @@ import functools
 import os
 import platform
 import socket
+import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -40,8 +41,62 @@ def environment() -> dict[str, object]:
     }
 
 
-def stage_to_dict(stage: StageResult) -> dict[str, object]:
+# As run.engine.MAX_PROMPT_FIGURES: the engine folds per-prompt figures up to this many.
+_MAX_PROMPTS = 100
+OUTLIER_RULE = (
+    "a prompt is an outlier on a metric when its p50 is over 2x or under 0.5x the median "
+    "of the per-prompt p50s (needs 3 or more prompts with figures)"
+)
+
+
+def _outliers(p50s: dict[str, float | None]) -> tuple[float | None, set[str]]:
+    """The median of the per-prompt p50s, and the prompt ids that break ``OUTLIER_RULE``.
+
+    With two prompts the median is their mean, so one of them would always look "far":
+    no flags below three.
+    """
+    known = {k: v for k, v in p50s.items() if v is not None}
+    if not known:
+        return None, set()
+    median = statistics.median(known.values())
+    if len(known) < 3 or median <= 0:
+        return round(median, 3), set()
+    return round(median, 3), {k for k, v in known.items() if v > 2 * median or v < median / 2}
+
+
+def prompts_to_dict(stage: StageResult, prompt_ids: Sequence[str]) -> dict[str, object] | None:
+    """Per-prompt figures keyed by prompt id, with outliers flagged; a note instead past
+    ``_MAX_PROMPTS`` prompts; None with one prompt or none folded (a worker-split stage)."""
+    if stage.prompts is None:
+        if len(prompt_ids) > _MAX_PROMPTS:
+            return {
+                "note": f"{len(prompt_ids)} distinct prompts: per-prompt figures are kept "
+                f"for up to {_MAX_PROMPTS}"
+            }
+        return None
+    figs = {
+        (prompt_ids[i] if i < len(prompt_ids) else f"p{i + 1}"): f for i, f in stage.prompts.items()
+    }
+    ttft_median, ttft_far = _outliers({k: f.ttft_p50_ms for k, f in figs.items()})
+    e2e_median, e2e_far = _outliers({k: f.e2e_p50_ms for k, f in figs.items()})
+    return {
+        "outlier_rule": OUTLIER_RULE,
+        "median_p50_ms": {"ttft": ttft_median, "e2e": e2e_median},
+        "by_id": {
+            k: {
+                "count": f.count,
+                "ttft_p50_ms": f.ttft_p50_ms,
+                "e2e_p50_ms": f.e2e_p50_ms,
+                "outlier": [m for m, far in (("ttft", ttft_far), ("e2e", e2e_far)) if k in far],
+            }
+            for k, f in figs.items()
+        },
+    }
+
+
+def stage_to_dict(stage: StageResult, prompt_ids: Sequence[str] = ()) -> dict[str, object]:
     plan, fig = stage.plan, stage.figures
+    prompts = prompts_to_dict(stage, prompt_ids)
     return {
         "model": plan.model,
         "label": plan.label,
@@ -75,6 +130,7 @@ def stage_to_dict(stage: StageResult) -> dict[str, object]:
             if fig.preopened is None
             else {"connections": {"preopened": fig.preopened, "opened": fig.opened}}
         ),
+        **({} if prompts is None else {"prompts": prompts}),
         "client": stage.client.to_dict(),
         "server": stage.server.to_dict() if stage.server is not None else None,
         "server_metrics": stage.server_metrics,
@@ -101,7 +157,7 @@ def build_document(
         "finished_at": finished_at,
         "interrupted": interrupted,
         "warnings": list(warnings),
-        "stages": [stage_to_dict(s) for s in stages],
+        "stages": [stage_to_dict(s, scenario.ids) for s in stages],
     }
 
 

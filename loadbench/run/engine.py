@@ -22,9 +22,18 @@ from datetime import UTC, datetime
 from time import perf_counter_ns
 
 import anyio
+from hdrh.histogram import HdrHistogram
 
 from loadbench.http import LoadClient
-from loadbench.metrics import Metric, SloLimit, StageAccumulator, StageFigures
+from loadbench.metrics import (
+    Metric,
+    SloLimit,
+    StageAccumulator,
+    StageFigures,
+    new_histogram,
+    percentile_ms,
+    record,
+)
 from loadbench.observe import (
     ClientHealth,
     ClientMonitor,
@@ -47,6 +56,48 @@ MODEL_FAILED = ("warmup_failed", "max_error_rate")
 # the E2E assumed (seconds) when no earlier stage measured one.
 _PREOPEN_MAX = 512
 _PREOPEN_E2E_S = 1.0
+# Per-prompt figures for a prompt set of 2 up to this many prompts (two histograms each,
+# ~190 KB apiece); beyond it, a dataset's prompts are too many to tell apart in a table.
+MAX_PROMPT_FIGURES = 100
+
+
+@dataclass(frozen=True)
+class PromptFigures:
+    """One prompt's ok measured requests in a stage, with their medians in ms from the
+    due time; ``ttft_p50_ms`` is None when none of them streamed a token."""
+
+    count: int
+    ttft_p50_ms: float | None
+    e2e_p50_ms: float
+
+
+class PromptFold:
+    """Per-prompt TTFT and E2E histograms, folded from each ok measured request: bounded
+    state (two histograms per prompt seen), nothing kept per request."""
+
+    def __init__(self, order: Sequence[int]) -> None:
+        self._order = order
+        self._hs: dict[int, tuple[HdrHistogram, HdrHistogram]] = {}
+
+    def add(self, rec: RequestRecord) -> None:
+        prompt = self._order[rec.index % len(self._order)]
+        hs = self._hs.get(prompt)
+        if hs is None:
+            hs = self._hs[prompt] = (new_histogram(), new_histogram())
+        due = min(rec.due_ns, rec.sent_ns)  # as the stage's accumulator counts it
+        record(hs[1], (rec.end_ns - due + 500) // 1000)
+        if rec.token_ns:
+            record(hs[0], (rec.token_ns[0] - due + 500) // 1000)
+
+    def finish(self) -> dict[int, PromptFigures]:
+        return {
+            prompt: PromptFigures(
+                count=e2e.total_count,
+                ttft_p50_ms=percentile_ms(ttft, 50.0) if ttft.total_count else None,
+                e2e_p50_ms=percentile_ms(e2e, 50.0),
+            )
+            for prompt, (ttft, e2e) in sorted(self._hs.items())
+        }
 
 
 @dataclass(frozen=True)
@@ -63,6 +114,8 @@ class StageResult:
     # Why the stage ended early: "max_error_rate", "warmup_failed", "max_duration_s".
     stopped: str | None = None
     server_metrics: dict[str, object] | None = None  # the server's /metrics over the stage
+    # By prompt index, when the stage had 2 to MAX_PROMPT_FIGURES prompts; else None.
+    prompts: dict[int, PromptFigures] | None = None
 
 
 @dataclass
@@ -85,10 +138,13 @@ class LiveStage:
     on_record: Callable[[StagePlan, RequestRecord], None] | None = None
     stop: Callable[[], None] | None = None  # cancels the stage
     stopped: str | None = None
+    by_prompt: PromptFold | None = None
 
     def sink(self, rec: RequestRecord) -> None:
         acc = self.accumulator
         acc.add(rec)
+        if self.by_prompt is not None and rec.error is None and not rec.warmup:
+            self.by_prompt.add(rec)
         if self.on_record is not None:
             self.on_record(self.plan, rec)
         if rec.warmup:
@@ -135,6 +191,7 @@ class LiveStage:
             server=self.server.finish(figures.output_tokens) if self.server is not None else None,
             busy_fraction=round(self.worker_busy_ns / total, 4) if total else None,
             stopped=self.stopped,
+            prompts=self.by_prompt.finish() if self.by_prompt is not None else None,
         )
 
 
@@ -236,6 +293,9 @@ async def run_stage(
         server=server,
         max_error_rate=max_error_rate,
         on_record=on_record,
+        by_prompt=PromptFold(plan.prompt_order)
+        if 2 <= len(prompts) <= MAX_PROMPT_FIGURES and plan.prompt_order
+        else None,
     )
     state.live = live
     # Open the stage's connections first, so its first wave measures the server, not this
