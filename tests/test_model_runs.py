@@ -6,19 +6,25 @@ on /v1/models; the workshop's BENCH_* variables; bad input exits 2 before any re
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
+from rich.console import Console
 
+from loadbench.observe.monitor import ClientMonitor
+from loadbench.report.plots import plot_images
 from loadbench.results import load_result
+from loadbench.run.progress import short_reason, summary_table
 from loadbench.sim.faults import SimConfig
 from loadbench.sim.process import simulator_process
 from loadbench.sim.served import SimModel, model_args
@@ -115,6 +121,42 @@ def test_unserved_models_are_skipped_broken_ones_fail_and_the_rest_complete(
     assert [s["requests"]["sent"] for s in doc["stages"][:2]] == [4, 4]  # samples kept out
     assert "phi-3.5-mini" in proc.stdout
     assert "every warm-up request failed" in proc.stdout
+    # After the table, the failed model's status and reason, not "no knee" over no figures.
+    assert "phi-3.5-mini: failed: every warm-up request failed at c=1" in proc.stdout
+    assert "phi-3.5-mini: no knee" not in proc.stdout
+    # Its warm-up-only stage measured nothing: its client CPU is not judged.
+    assert doc["stages"][2]["client"]["bottleneck"] is False
+    assert all("phi-3.5-mini c=1" not in w for w in doc["warnings"])
+    # No spectrum for a model without an ok request (it drew an empty legend, a warning).
+    names = set(plot_images([("r", doc)]))
+    spectra = {n for n in names if n.startswith("spectrum-")}
+    assert len(spectra) == 1
+    assert "qwen" in spectra.pop()
+
+
+def test_a_long_reason_is_cut_in_the_summary_table_and_kept_whole_elsewhere() -> None:
+    reason = "not listed by http://127.0.0.1:1/v1 (it lists " + ", ".join(
+        f"model-{i}-instruct-generic-cpu:1" for i in range(12)
+    )
+    assert short_reason(reason) == reason[:59] + "…"
+    assert short_reason("short") == "short"
+    assert short_reason(None) == "-"
+    out = Console(width=200, file=io.StringIO(), record=True)
+    out.print(summary_table([], [{"name": "absent", "status": "skipped", "reason": reason}]))
+    text = out.export_text()
+    assert "model-11" not in text
+    assert len([line for line in text.splitlines() if line.startswith("│")]) <= 4
+
+
+def test_a_stage_without_measured_requests_is_never_judged_client_bound() -> None:
+    monitor = ClientMonitor()
+    monitor.start()
+    spin_until = time.perf_counter() + 0.05
+    while time.perf_counter() < spin_until:  # a busy client, as a warm-up burst can look
+        pass
+    health = monitor.finish(measured=False)
+    assert health.cpu_percent > 0
+    assert (health.bottleneck, health.warning, health.label) == (False, None, None)
 
 
 def test_fail_fast_stops_at_the_first_failure_and_exits_1(tmp_path: Path) -> None:

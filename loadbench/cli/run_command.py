@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -22,9 +23,16 @@ if TYPE_CHECKING:
     from loadbench.cli.runner import Measured, Prepared
 
 
-def _summary_lines(summary: dict[str, Any]) -> list[str]:
+def _summary_lines(summary: dict[str, Any], models: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """The knee, saturation and SLO verdicts per model; a model that was skipped or failed
+    gets its status and reason instead, since its few stages have no knee to find."""
+    status = {str(m["name"]): m for m in models}
     lines = []
     for m in summary["models"]:
+        block = status.get(str(m["model"]))
+        if block is not None and block["status"] != "ok":
+            lines.append(f"{m['model']}: {block['status']}: {block['reason'] or '-'}")
+            continue
         knee, saturation = m["knee"], m.get("saturation")
         if saturation and (knee is None or knee["label"] != saturation["label"]):
             lines.append(
@@ -205,7 +213,7 @@ def _finish(
     models = document.get("models", [])
     if state.stages or any(m["status"] != "ok" for m in models):
         out.print(summary_table(state.stages, models))
-    for line in _summary_lines(document["summary"]):
+    for line in _summary_lines(document["summary"], models):
         out.print(line)
     from loadbench.observe import cold_start_text
 

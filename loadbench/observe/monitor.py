@@ -140,12 +140,14 @@ class ClientMonitor:
             late_ns = time.perf_counter_ns() - before - interval_ns
             record(self._lag, max(late_ns, 0) // 1000)
 
-    def finish(self, itl_p50_ms: float | None = None) -> ClientHealth:
+    def finish(self, itl_p50_ms: float | None = None, *, measured: bool = True) -> ClientHealth:
+        """``measured``: False for a stage with no measured request (a warm-up that failed),
+        whose CPU over a few milliseconds says nothing about the client: never judged."""
         times = self._process.cpu_times()
         wall = max(time.perf_counter() - self._wall0, 1e-9)
         cpu = round(100.0 * (times.user + times.system - self._cpu0) / wall, 1)
         p99 = percentile_ms(self._lag, 99)
-        warning = judge(cpu, p99, itl_p50_ms)
+        warning = judge(cpu, p99, itl_p50_ms) if measured else None
         return ClientHealth(
             cpu_percent=cpu,
             loop_lag_ms_p50=percentile_ms(self._lag, 50),

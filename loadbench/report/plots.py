@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from loadbench.errors import UsageError
 from loadbench.metrics import decode
-from loadbench.report.cells import Run, model_summary, models_of, stage_load
+from loadbench.report.cells import Run, latency, model_summary, models_of, stage_load
 from loadbench.report.models_section import tradeoff_plot
 from loadbench.report.resources import resource_images
 
@@ -397,15 +397,18 @@ def _figures(runs: Sequence[Run]) -> Iterator[tuple[str, Figure]]:
     for run, doc in runs:
         for model in models_of(doc):
             stages = sorted((s for s in doc["stages"] if s["model"] == model), key=stage_load)
+            if not any(latency(s, m, "max") is not None for s in stages for m in ("ttft", "e2e")):
+                continue  # no ok request (a model failed in its warm-up): nothing to draw
             name = f"spectrum-{_slug(run)}-{_slug(model)}.png"
             yield name, _spectrum_figure(f"{run} · {model}", stages)
 
 
 def plot_images(runs: Sequence[Run]) -> dict[str, bytes]:
     """PNG bytes by file name: ``throughput.png``, ``latency.png``, then
-    ``spectrum-<run>-<model>.png`` per run and model, then ``resources-<run>-<model>.png``
-    per run and model whose stages carry resource series, and ``tradeoff-<run>.png`` for a
-    run whose models were scored. UsageError without matplotlib."""
+    ``spectrum-<run>-<model>.png`` per run and model with an ok request, then
+    ``resources-<run>-<model>.png`` per run and model whose stages carry resource series,
+    and ``tradeoff-<run>.png`` for a run whose models were scored. UsageError without
+    matplotlib."""
     with _style():
         images = {name: _png(fig) for name, fig in _figures(runs)}
         images.update(tradeoff_plot(runs))

@@ -183,7 +183,9 @@ class LiveStage:
         return StageResult(
             plan=self.plan,
             figures=figures,
-            client=self.monitor.finish(itl.p50 if itl and itl.count else None),
+            client=self.monitor.finish(
+                itl.p50 if itl and itl.count else None, measured=figures.sent > 0
+            ),
             started_at=self.started_at,
             finished_at=_now_iso(),
             interrupted=interrupted,

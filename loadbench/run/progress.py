@@ -19,6 +19,15 @@ from loadbench.run.engine import LiveStage, RunState, StageResult
 
 _PLAIN_EVERY_S = 5.0
 _LOG_WIDTH = 200  # not a terminal: lines go to logs, where wrapping at 80 only hurts
+# A skipped or failed model's reason in the summary table: the result and the report keep
+# all of it (a skipped model's names every id the server lists).
+REASON_CHARS = 60
+
+
+def short_reason(reason: str | None, limit: int = REASON_CHARS) -> str:
+    if not reason:
+        return "-"
+    return reason if len(reason) <= limit else reason[: limit - 1].rstrip() + "…"
 
 
 def console(*, stderr: bool) -> Console:
@@ -127,6 +136,8 @@ def summary_table(stages: Sequence[StageResult], models: Sequence[Mapping[str, A
         client = f"{s.client.cpu_percent:.0f}% cpu"
         if s.client.label is not None:
             client += f" {s.client.label}"
+        if not f.sent:  # warm-up only: the CPU of a few ms says nothing about the client
+            client = "-"
         server = "-"
         if s.server is not None and s.server.samples:
             server = f"{s.server.cpu_percent_mean:.0f}% cpu {s.server.rss_mb_max:.0f} MB"
@@ -152,5 +163,5 @@ def summary_table(stages: Sequence[StageResult], models: Sequence[Mapping[str, A
     for m in models:
         if m["status"] != "ok":
             dashes = ("-",) * 10
-            table.add_row(m["name"], m["status"], *dashes, str(m["reason"] or "-"), "-", "-")
+            table.add_row(m["name"], m["status"], *dashes, short_reason(m["reason"]), "-", "-")
     return table
