@@ -230,7 +230,7 @@ def connections_needed(plan: StagePlan, done: Sequence[StageResult] = ()) -> int
     if plan.mode is not LoadMode.RATE:
         return plan.concurrency or 1
     if plan.max_concurrency:
-        return plan.max_concurrency
+        return min(plan.max_concurrency, len(plan.offsets_ns))
     e2e = done[-1].figures.latency_ms.get(Metric.E2E.value) if done else None
     e2e_s = e2e.mean / 1000 if e2e is not None and e2e.count else _PREOPEN_E2E_S
     estimate = int((plan.rate or 0.0) * e2e_s) + 1
