@@ -32,7 +32,6 @@ _PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 
 class Metric(StrEnum):
     """Latency metrics, all from the request's due time unless marked raw.
-
     ``ttft``: first content token; ``itl``: every gap between consecutive content tokens;
     ``tpot``: (last byte - first token) / (output tokens - 1), one value per request;
     ``e2e``: last byte. Open loop only: ``ttft_raw`` and ``e2e_raw`` count from the send
@@ -63,11 +62,8 @@ def new_histogram() -> HdrHistogram:
 
 
 def record(h: HdrHistogram, value_us: int) -> bool:
-    """Record one value; False when it was above ``HIGHEST_US`` and clamped to it.
-
-    0 is recordable (two token events in one network read are 0 µs apart). A negative
-    duration means stamps out of order, which is a bug, not data: ValueError.
-    """
+    """Record one value; False when it was above ``HIGHEST_US`` and clamped to it. 0 is
+    recordable (events in one read); a negative duration is a bug, not data: ValueError."""
     if value_us < 0:
         raise ValueError(f"negative duration: {value_us} µs")
     fits = value_us <= HIGHEST_US
@@ -77,13 +73,8 @@ def record(h: HdrHistogram, value_us: int) -> bool:
 
 
 def record_many(h: HdrHistogram, values_us: Sequence[int]) -> int:
-    """Record every value, as :func:`record` would; returns how many were clamped.
-
-    About four times faster than ``record_value`` per value: the bucket index is computed
-    inline from the histogram's layout (the same formula as ``hdrh``'s
-    ``_counts_index_for``) and the counters updated directly. This is for inter-token
-    latencies, the one metric with hundreds of values per request.
-    """
+    """:func:`record` for many (inter-token gaps: hundreds per request), ~4x faster: the
+    bucket index inline (``hdrh``'s ``_counts_index_for``); returns how many were clamped."""
     if not values_us:
         return 0
     lowest, highest = min(values_us), max(values_us)
@@ -117,10 +108,7 @@ def encode(h: HdrHistogram) -> str:
 
 def decode(blob: str) -> HdrHistogram:
     """Read back :func:`encode`'s output; ValueError with a short reason on anything else.
-
-    The configuration is checked before the counters are allocated, so a blob from
-    another tool (or a tampered one) cannot ask for a huge array or merge lossily.
-    """
+    The configuration is checked first: a foreign blob cannot ask for a huge array."""
     try:
         payload = HdrHistogramEncoder.decode(blob)
         header = payload.payload
@@ -155,12 +143,9 @@ def merge(hs: Iterable[HdrHistogram]) -> HdrHistogram:
 
 @dataclass(frozen=True)
 class LatencySummary:
-    """One metric of one stage, in milliseconds rounded to the microsecond; all 0 when empty.
-
-    Values are HDR bucket values: within 0.1 % of the recorded ones (3 significant
-    figures). ``max`` and the percentiles are the top of their bucket, ``min`` the bottom,
-    ``mean`` uses bucket midpoints.
-    """
+    """One metric of one stage, in ms rounded to the µs; all 0 when empty. HDR bucket values,
+    within 0.1 % of the recorded ones: ``max`` and percentiles the top of their bucket,
+    ``min`` the bottom, ``mean`` bucket midpoints."""
 
     count: int
     min: float
@@ -231,11 +216,8 @@ def _us(ns: int) -> int:
 @dataclass(frozen=True)
 class StageFigures:
     """What one stage measured: counts, throughput over the measured window, latencies.
-
-    ``latency_ms`` and ``histograms`` have one entry per metric of the stage's mode (open
-    loop: all of :class:`Metric`; closed loop: ttft, itl, tpot, e2e), even when empty.
-    Failed requests count in ``sent``, ``failed`` and ``errors`` but not in latencies.
-    """
+    ``latency_ms`` and ``histograms``: each metric of the stage's mode, even when empty.
+    Failed requests count in ``sent``, ``failed`` and ``errors`` but not in latencies."""
 
     sent: int
     ok: int
@@ -256,6 +238,11 @@ class StageFigures:
     # Connections opened before the window, and by measured requests (None: not reported).
     preopened: int | None = None
     opened: int | None = None
+    # For results.delivery (see StageAccumulator); None: not folded (a worker-split stage).
+    ttft_fresh: HdrHistogram | None = None
+    ttft_reused: HdrHistogram | None = None
+    long_streams: int = 0
+    burst_streams: int = 0
 
 
 # (metric, percentile, limit in µs): a request is "good" when each of its own values is
@@ -271,14 +258,12 @@ def _nearest_rank(sorted_values: Sequence[int], p: float) -> int:
 class StageAccumulator:
     """Folds one stage's records into counters and histograms, once per finished request.
 
-    Warmup records only bump ``warmup_done``. Measured records count in ``sent`` and in
-    ``ok`` or ``failed`` (with ``errors`` by kind); only ok records reach the histograms.
-    The measured window runs from the earliest due time to the latest end over measured
-    records, failed ones included.
+    Warmup records only bump ``warmup_done`` (and the delivery fold). Measured records count
+    in ``sent`` and ``ok`` or ``failed`` (``errors`` by kind); only ok ones reach histograms.
+    The measured window runs from the earliest due to the latest end, failed ones included.
 
-    A request may be sent a few µs before its due time: the engine ties anyio's clock to
-    ``perf_counter_ns`` once per stage. Such a request counts from its send, so schedule
-    lag is never negative.
+    A request sent a few µs before its due time (anyio's clock is tied to ``perf_counter_ns``
+    once per stage) counts from its send, so schedule lag is never negative.
     """
 
     def __init__(
@@ -310,6 +295,9 @@ class StageAccumulator:
         self._tpot = self.histograms[Metric.TPOT.value]
         self._e2e = self.histograms[Metric.E2E.value]
         self._live_p50: tuple[int, float] = (0, 0.0)
+        self._fresh = False  # set by add_connect for the request about to be added
+        self._by_connection = (new_histogram(), new_histogram())  # TTFT µs: fresh, reused
+        self._long = self._bursts = 0  # ok measured 4+ events; E2E-TTFT < max(1 ms, 5% E2E)
 
     @property
     def done(self) -> int:
@@ -317,6 +305,13 @@ class StageAccumulator:
         return self.sent
 
     def add(self, rec: RequestRecord) -> None:
+        fresh, self._fresh = self._fresh, False
+        if rec.error is None and rec.token_ns:  # one branch: the delivery fold
+            first = rec.token_ns[0]
+            record(self._by_connection[not fresh], _us(first - rec.sent_ns))
+            if len(rec.token_ns) >= 4 and not rec.warmup:
+                self._long += 1
+                self._bursts += rec.end_ns - first < max(10**6, (rec.end_ns - rec.sent_ns) // 20)
         if rec.warmup:
             self.warmup_done += 1
             return
@@ -401,8 +396,10 @@ class StageAccumulator:
         return True
 
     def add_connect(self, connect_ns: int, warmup: bool) -> None:
-        """A measured request opened a connection; a warm-up one's is not counted."""
-        if not warmup:
+        """The request about to be added is its connection's first: it opened it (a measured
+        one's connect is counted), or ``connect_ns`` < 0: it was opened before the stage."""
+        self._fresh = True
+        if not warmup and connect_ns >= 0:
             self.clamped += not record(self._connect, _us(connect_ns))
 
     def live_ttft_p50_ms(self) -> float:
@@ -446,4 +443,8 @@ class StageAccumulator:
             goodput_rps=(self.good / duration_s if duration_s > 0 else 0.0) if self.slo else None,
             preopened=self.preopened if self.connects else None,
             opened=self._connect.total_count if self.connects else None,
+            ttft_fresh=merge([self._by_connection[0]]),
+            ttft_reused=merge([self._by_connection[1]]),
+            long_streams=self._long,
+            burst_streams=self._bursts,
         )

@@ -87,6 +87,16 @@ def _summary_lines(summary: dict[str, Any], models: Sequence[Mapping[str, Any]] 
 )
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 @click.option(
+    "--connections",
+    type=click.Choice(["reuse", "fresh"]),
+    help="reuse: keep connections alive, as SDKs do (default); fresh: a new one per request.",
+)
+@click.option(
+    "--quickack",
+    is_flag=True,
+    help="Linux: ACK at once (TCP_QUICKACK), so a server's Nagle cannot wait on our ACK.",
+)
+@click.option(
     "--server-pid",
     type=int,
     help="Sample this process's CPU, memory and GPU use (default: found for loopback).",
@@ -136,6 +146,8 @@ def run(
     duration_s: float | None,
     transport: str,
     insecure: bool,
+    connections: str | None,
+    quickack: bool,
     server_pid: int | None,
     thresholds: tuple[str, ...],
     report_dir: Path | None,
@@ -169,6 +181,8 @@ def run(
         max_duration_s=max_duration_s,
         capability=capability,
         fail_fast=fail_fast,
+        connections=connections,
+        quickack=quickack,
     )
     from loadbench.run import console as make_console
 
@@ -215,6 +229,10 @@ def _finish(
         out.print(summary_table(state.stages, models))
     for line in _summary_lines(document["summary"], models):
         out.print(line)
+    from loadbench.cli.stream_delivery import delivery_warnings
+
+    for line in delivery_warnings(document):
+        console.print(f"warning: {line}", style="yellow", highlight=False)
     from loadbench.observe import cold_start_text
 
     if (cold := cold_start_text(target_info)) is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
+from loadbench.cli.stream_delivery import target_url, with_connection_options
 from loadbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ def prepare(
     max_duration_s: float | None,
     capability: str | None = None,
     fail_fast: bool = False,
+    connections: str | None = None,
+    quickack: bool = False,
 ) -> Prepared:
     """Everything that can be checked before the target starts, so bad input costs nothing."""
     from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
@@ -91,6 +94,7 @@ def prepare(
         requests=requests,
         duration_s=duration_s,
     )
+    scenario = with_connection_options(scenario, connections, quickack)
     if scenario.workload is not None:
         # Read and checked (loadbench.workload builds the requests), but the engine does not
         # send them yet: refusing beats a run that silently ignores the section.
@@ -150,7 +154,8 @@ def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
             )
         return
     if spec is None:
-        yield scenario.target.base_url, {"base_url": scenario.target.base_url, "simulated": False}
+        url = target_url(scenario.target)  # foundry_local = true: the service says
+        yield url, {"base_url": url, "simulated": False}
         return
     from loadbench.sim import SimConfig, simulator_process
 
@@ -333,6 +338,8 @@ def _execute(
             api_key=run.api_key,
             verify=verify,
             transport=transport,
+            connections=scenario.target.connections,
+            quickack=scenario.target.quickack,
         ) as client:
             if isinstance(cold_start, dict) and "first_request" not in cold_start:
                 first = await first_request(client, run.served_as, scenario.prompts[0])

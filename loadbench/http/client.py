@@ -39,18 +39,19 @@ def _ignore_cookies(response: httpx.Response) -> None:
 
 
 def make_transport(
-    base_url: str, *, kind: str, max_connections: int, verify: bool
+    base_url: str, *, kind: str, max_connections: int, verify: bool, **lean: bool
 ) -> httpx.AsyncBaseTransport:
     """The lean transport for http:// and https:// targets; httpx's own (its pool, HTTP/2,
     proxies) when asked for with ``--transport httpx``. An https target's TLS context is
-    built here, before the run, not inside the first request's stopwatch."""
+    built here, before the run, not inside the first request's stopwatch. ``lean``: its
+    ``fresh`` (a new connection per request; httpx's pool takes it too) and ``quickack``."""
     scheme = httpx.URL(base_url).scheme
     lean_schemes = ("http", "https")
     if kind == TransportKind.LEAN or (kind == TransportKind.AUTO and scheme in lean_schemes):
-        return LeanTransport(verify=tls_context(verify) if scheme == "https" else verify)
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
+        context = tls_context(verify) if scheme == "https" else verify
+        return LeanTransport(verify=context, **lean)
+    keep = 0 if lean.get("fresh") else max_connections
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=keep)
     return httpx.AsyncHTTPTransport(limits=limits, verify=verify, retries=0)
 
 
@@ -80,7 +81,6 @@ ServerTimings = tuple[int | None, int | None, int | None]  # prefill µs, decode
 
 def llamacpp_timings(obj: dict[str, Any]) -> ServerTimings | None:
     """llama.cpp's per-response ``timings`` (in the usage chunk, or the completion body).
-
     The seam for server-native timings: another server kind that reports its own prefill
     and decode per response needs one function of this shape, tried in ``SERVER_TIMINGS``.
     """
@@ -109,7 +109,6 @@ SERVER_TIMINGS = (llamacpp_timings,)
 
 class StreamState:
     """What one SSE response has said so far: stamps and counts, no payloads.
-
     Pure (no I/O) so that arbitrary event sequences can be fed to it in tests.
     Content is any non-empty ``delta.content`` (chat), ``text`` (completions) or a
     reasoning delta (``reasoning_content``/``reasoning``, as vLLM and DeepSeek-style
@@ -226,6 +225,8 @@ class LoadClient:
         verify: bool = True,
         transport: str = TransportKind.AUTO,
         preconnect: bool = True,
+        connections: str = "reuse",
+        quickack: bool = False,
     ) -> None:
         self._url = endpoint(base_url, api)
         self._preconnect = preconnect
@@ -241,8 +242,9 @@ class LoadClient:
         }
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
+        lean = {"fresh": connections == "fresh", "quickack": quickack}
         self._transport = make_transport(
-            base_url, kind=transport, max_connections=max_connections, verify=verify
+            base_url, kind=transport, max_connections=max_connections, verify=verify, **lean
         )
         self._lean = self._transport if isinstance(self._transport, LeanTransport) else None
         # Whether requests report what opening their connection cost (the lean transport
@@ -300,10 +302,8 @@ class LoadClient:
         self, *, index: int, warmup: bool, model: str, prompt: str, due_ns: int | None = None
     ) -> RequestRecord:
         """Send one request, bounded by the target timeout; never raises except cancellation.
-
-        ``due_ns`` is when the schedule wanted the request sent (open loop); ``None``
-        means now (closed loop). Latencies are later measured from ``due_ns``.
-        """
+        ``due_ns``: when the schedule wanted it sent (open loop), the latencies' origin;
+        ``None``: now (closed loop)."""
         request = self._request(model, prompt)
         state = StreamState(self._api is Api.CHAT)
         status: int | None = None

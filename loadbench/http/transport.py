@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
-import select
 import socket
 import ssl
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from time import perf_counter_ns
@@ -38,8 +35,10 @@ from loadbench.http.h1 import (
     parse_head,
     render_request,
 )
+from loadbench.http.sockets import addresses, readable, ssl_reason
 
 _READ_SIZE = 65536
+_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux only; the scenario checks the OS
 
 
 class MalformedResponse(httpx.RemoteProtocolError):
@@ -63,10 +62,14 @@ def tls_context(verify: bool) -> ssl.SSLContext:
 
 class LeanTransport(httpx.AsyncBaseTransport):
     """One idle list per origin; connections are reused LIFO, never shared. ``verify``
-    (https:// only), as in httpx: a context, or a flag for ``tls_context`` at first use."""
+    (https:// only), as in httpx: a context, or a flag for ``tls_context`` at first use.
+    ``fresh``: a new connection per request, none kept; ``quickack`` (Linux): TCP_QUICKACK
+    after each read and write, so a server's Nagle never waits for our delayed ACK."""
 
-    def __init__(self, *, verify: bool | ssl.SSLContext = True) -> None:
-        self._verify = verify
+    def __init__(
+        self, *, verify: bool | ssl.SSLContext = True, fresh: bool = False, quickack: bool = False
+    ) -> None:
+        self._verify, self._fresh, self._quickack = verify, fresh, quickack
         self._idle: dict[Origin, list[Conn]] = {}
         # Origins that closed a kept-alive connection before answering on it: some servers
         # (llama.cpp's cpp-httplib) close after every streamed response while announcing
@@ -128,7 +131,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except FramingError as exc:
             await anyio.aclose_forcefully(stream)
             raise MalformedResponse(str(exc), request=request) from exc
-        body = _Body(conn, decoder, first, idle if head.keep_alive else None, request)
+        keep = idle if head.keep_alive and not self._fresh else None
+        body = _Body(conn, decoder, first, keep, request)
         return httpx.Response(
             head.status,
             headers=head.headers,
@@ -149,6 +153,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         while idle and key not in self._no_reuse:
             conn = idle.pop()
             if not conn[1].closed_by_server():
+                if conn[1].unused and connects is not None:  # opened before the stage:
+                    connects.append(-1)  # its first request is as fresh as a new one's
+                conn[1].unused = False
                 return conn, True
             await anyio.aclose_forcefully(conn[0])
         while idle:
@@ -164,7 +171,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         many it opened. One that fails is left for a request to fail on, as it would anyway;
         an origin whose connections are not reused gets none."""
         key = _origin(url)
-        if key in self._no_reuse:
+        if key in self._no_reuse or self._fresh:
             return 0
         idle = self._idle.setdefault(key, [])
         for conn in [conn for conn in idle if conn[1].closed_by_server()]:
@@ -176,6 +183,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         async def one() -> None:
             with contextlib.suppress(httpx.ConnectError):
                 idle.append(await self._connect(key, request))
+                idle[-1][1].unused = True
 
         async with anyio.create_task_group() as tg:
             for _ in range(n - before):
@@ -187,7 +195,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         ``ConnectError`` (refused, unreachable, DNS, untrusted or mismatched certificate)."""
         scheme, host, port = key
         try:
-            stream = await _open_tcp(await _addresses(host, port), port)
+            stream = await _open_tcp(await addresses(host, port), port)
+            stream.quickack = self._quickack
             if scheme == "http":
                 return stream, stream
             if not isinstance(self._verify, ssl.SSLContext):
@@ -205,7 +214,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             return tls, stream
         except ssl.SSLError as exc:
             raise httpx.ConnectError(
-                f"TLS handshake with {host}:{port} failed: {_ssl_reason(exc)}", request=request
+                f"TLS handshake with {host}:{port} failed: {ssl_reason(exc)}", request=request
             ) from exc
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -234,16 +243,6 @@ def _origin(url: httpx.URL) -> Origin:
     if scheme == "https":
         return (scheme, url.host, url.port or 443)
     raise httpx.UnsupportedProtocol(f"the lean transport speaks http(s), not {scheme}")
-
-
-async def _addresses(host: str, port: int) -> list[tuple[int, str]]:
-    """An IP literal as it is (no resolver thread hop); a name resolved at each connect."""
-    try:
-        version = ipaddress.ip_address(host).version
-    except ValueError:
-        found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        return [(int(info[0]), str(info[4][0])) for info in found]
-    return [(socket.AF_INET6 if version == 6 else socket.AF_INET, host)]
 
 
 async def _open_tcp(addresses: Sequence[tuple[int, str]], port: int) -> _TCPStream:
@@ -279,6 +278,9 @@ class _TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
     over ``_READ_SIZE`` bytes wait: anyio's own resumes and pauses reading around every
     receive, two epoll_ctl calls per SSE event, ~23% of the CPU under real-time pacing."""
 
+    unused = False  # opened ahead (preconnect) and not yet given to a request
+    quickack = False  # TCP_QUICKACK after each read and write: it is not sticky
+
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._transport = cast(asyncio.Transport, None)  # set by connection_made, at once
@@ -293,6 +295,8 @@ class _TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.quickack:
+            self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _READ_SIZE:
@@ -355,6 +359,8 @@ class _TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
         if self._lost or self._transport.is_closing():
             raise anyio.BrokenResourceError
         self._transport.write(item)
+        if self.quickack:
+            self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         if self._drained is not None:
             await self._drained
 
@@ -368,29 +374,11 @@ class _TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
 
     def closed_by_server(self) -> bool:
         """Anything received while idle (EOF, RST, close_notify): read already, or not."""
-        return self._eof or self._lost or bool(self._chunks) or _readable(self._sock)
+        return self._eof or self._lost or bool(self._chunks) or readable(self._sock)
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return {SocketAttribute.raw_socket: lambda: self._sock}
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    """OpenSSL's reason without the file/line noise: "certificate verify failed: ..."."""
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    return exc.reason or exc.strerror or str(exc)
-
-
-def _readable(sock: socket.socket) -> bool:
-    try:
-        if sys.platform == "win32" or not hasattr(select, "poll"):
-            return bool(select.select([sock], [], [], 0)[0])
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
 
 
 class _Body(httpx.AsyncByteStream):

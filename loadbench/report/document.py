@@ -35,6 +35,7 @@ from loadbench.report.cells import (
     stage_label,
     stage_load,
 )
+from loadbench.report.delivery_section import delivery_blocks
 from loadbench.report.models_section import models_blocks
 from loadbench.report.prompts_section import prompts_blocks
 from loadbench.report.resources import resources_blocks
@@ -252,6 +253,7 @@ def _model_sections(runs: Sequence[Run]) -> Iterator[Block]:
             yield from server_side(doc, model)
             yield from resources_blocks(doc, model)
             yield from prompts_blocks(doc, model)
+            yield from delivery_blocks(doc, model)
         others = _other_warnings(doc)
         if others:
             yield Heading(3, f"Warnings for {name}")

@@ -25,6 +25,7 @@ from loadbench import __version__
 from loadbench.errors import ResultFileError, UsageError
 from loadbench.metrics import decode, encode
 from loadbench.records import RequestRecord
+from loadbench.results.delivery import delivery_block
 from loadbench.run import StagePlan, StageResult
 from loadbench.scenario import Scenario
 
@@ -131,6 +132,7 @@ def stage_to_dict(stage: StageResult, prompt_ids: Sequence[str] = ()) -> dict[st
             else {"connections": {"preopened": fig.preopened, "opened": fig.opened}}
         ),
         **({} if prompts is None else {"prompts": prompts}),
+        **({} if (delivery := delivery_block(fig)) is None else {"delivery": delivery}),
         "client": stage.client.to_dict(),
         "server": stage.server.to_dict() if stage.server is not None else None,
         "server_metrics": stage.server_metrics,

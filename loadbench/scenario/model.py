@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Literal
 
 from loadbench.scenario.workload_model import WorkloadSpec
 from loadbench.thresholds import Threshold
@@ -114,13 +115,17 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class Target:
-    base_url: str | None  # None only while ``simulate`` is set: the simulator's URL is its own
+    base_url: str | None  # None only with ``simulate`` (its own URL) or ``foundry_local``
     api: Api
     api_key_env: str | None  # the variable's name; the key is read from the environment
     timeout_s: float
     simulate: SimulateSpec | None
     metrics_url: str | None = None  # Prometheus text; default: <base>/metrics when it answers
     launch: LaunchSpec | None = None
+    foundry_local: bool = False  # no base_url: `foundry service status` says it at run time
+    # "fresh": a new connection per request (its connect apart); "reuse": kept alive, as SDKs
+    connections: Literal["reuse", "fresh"] = "reuse"
+    quickack: bool = False  # Linux: TCP_QUICKACK after each read and write (http.transport)
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,10 @@ class Scenario:
                     "ready_url": t.launch.ready_url,
                     "ready_timeout_s": t.launch.ready_timeout_s,
                 },
+                # Chosen away from the defaults only, so other results stay as they were.
+                **({"foundry_local": True} if t.foundry_local else {}),
+                **({"connections": t.connections} if t.connections != "reuse" else {}),
+                **({"quickack": True} if t.quickack else {}),
             },
             "models": list(self.models),
             "prompts": list(self.prompts),

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,6 +82,9 @@ _TARGET_KEYS = (
     "simulate",
     "metrics_url",
     "launch",
+    "foundry_local",
+    "connections",
+    "quickack",
 )
 _LAUNCH_KEYS = tuple(f.name for f in dataclasses.fields(LaunchSpec))
 _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
@@ -219,9 +223,21 @@ def _target(c: Checker, doc: Mapping[str, object], env: Mapping[str, str]) -> Ta
     )
     simulate = _simulate(c, raw)
     launch = _launch(c, raw)
+    flags = {k: raw.get(k, False) for k in ("foundry_local", "quickack")}
+    for key, flag in flags.items():
+        if not isinstance(flag, bool):
+            c.expected(f"target.{key}", "true or false", flag)
+    connections = raw.get("connections", "reuse")
+    if connections not in ("reuse", "fresh"):
+        c.expected("target.connections", "'reuse' or 'fresh'", connections)
+    if flags["quickack"] is True and not sys.platform.startswith("linux"):
+        c.add(f"target.quickack: TCP_QUICKACK exists on Linux only, not on {sys.platform}")
+    foundry = flags["foundry_local"] is True
     if "base_url" in raw and "simulate" in raw:
         c.add("target: expected base_url or [target.simulate], not both")
-    elif "base_url" not in raw and "simulate" not in raw and not _env_url(env):
+    elif foundry and "simulate" in raw:
+        c.add("target: expected foundry_local or [target.simulate], not both")
+    elif "base_url" not in raw and "simulate" not in raw and not foundry and not _env_url(env):
         c.add("target: expected base_url or [target.simulate]")
     if "launch" in raw and "simulate" in raw:
         c.add("target: expected [target.simulate] or [target.launch], not both")
@@ -229,13 +245,28 @@ def _target(c: Checker, doc: Mapping[str, object], env: Mapping[str, str]) -> Ta
         c.add("target.launch: expected target.base_url too: the address the server listens on")
     var = _env_url(env)
     if var is not None:  # the target is elsewhere: nothing to simulate or launch
-        foundry = var == "FOUNDRY_LOCAL_ENDPOINT"
-        base_url, simulate = c.url(var, env[var], override=True, foundry=foundry), None
+        from_foundry = var == "FOUNDRY_LOCAL_ENDPOINT"
+        base_url, simulate = c.url(var, env[var], override=True, foundry=from_foundry), None
         launch = None
     metrics_url = c.url("target.metrics_url", raw["metrics_url"]) if "metrics_url" in raw else None
-    if api is None or timeout is None or (base_url is None and simulate is None):
+    if api is None or timeout is None or (base_url is None and simulate is None and not foundry):
         return None
-    return Target(base_url, Api(api), key_env, timeout, simulate, metrics_url, launch)
+    if connections not in ("reuse", "fresh") or not all(
+        isinstance(f, bool) for f in flags.values()
+    ):
+        return None
+    return Target(
+        base_url,
+        Api(api),
+        key_env,
+        timeout,
+        simulate,
+        metrics_url,
+        launch,
+        foundry_local=foundry,
+        connections="fresh" if connections == "fresh" else "reuse",
+        quickack=flags["quickack"] is True,
+    )
 
 
 def _launch(c: Checker, target: Mapping[str, object]) -> LaunchSpec | None:
