@@ -15,6 +15,7 @@ import importlib
 import logging
 import math
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -48,6 +49,7 @@ class RayWorker:
     def __init__(self) -> None:
         self._to_worker, self._inbox = anyio.create_memory_object_stream[bytes | None](math.inf)
         self._from_worker, self._outbox = anyio.create_memory_object_stream[bytes](math.inf)
+        self._arrived = time.monotonic()
 
     async def run(self) -> int:
         """The whole session; returns when the driver says bye or is gone (the lease)."""
@@ -63,11 +65,12 @@ class RayWorker:
             self._from_worker.send_nowait(orjson.dumps(msg))
 
         try:
-            return await serve(receive, send)
+            return await serve(receive, send, lambda: self._arrived)
         finally:
             self._from_worker.close()
 
     async def put(self, body: bytes | None) -> None:
+        self._arrived = time.monotonic()
         self._to_worker.send_nowait(body)
 
     async def take(self, wait_s: float) -> list[bytes] | None:

@@ -36,10 +36,14 @@ from loadbench.workers.wire import (
     unframe_length,
 )
 
-__all__ = ["Inbox", "Outbox", "refusal", "serve"]
+__all__ = ["Arrivals", "Inbox", "Outbox", "refusal", "serve"]
 
 Inbox = Callable[[], Awaitable[dict[str, Any] | None]]  # None: the driver is gone
 Outbox = Callable[[dict[str, Any]], Awaitable[None]]
+# When the last message from the driver arrived (time.monotonic()), stamped where it
+# arrives (the pipe's reading thread, the actor's mailbox): a worker whose own loop is
+# saturated by its load must not take its late reading for its driver's silence.
+Arrivals = Callable[[], float]
 
 
 def refusal(hello: dict[str, Any]) -> str | None:
@@ -79,7 +83,9 @@ class _Window:
 
 
 class _Session:
-    def __init__(self, hello: dict[str, Any], client: LoadClient, send: Outbox) -> None:
+    def __init__(
+        self, hello: dict[str, Any], client: LoadClient, send: Outbox, arrivals: Arrivals
+    ) -> None:
         self.rank = int(hello["worker"])
         self.prompts: tuple[str, ...] = tuple(hello["prompts"])
         self.slo = [(str(m), float(p), int(limit)) for m, p, limit in hello["slo"]]
@@ -88,7 +94,7 @@ class _Session:
         self.lease_s = float(hello["lease_s"])
         self.client = client
         self.send = send
-        self.heard = anyio.current_time()
+        self.arrivals = arrivals
         self.stage: int | None = None
         self.state: RunState | None = None
         self.scope: anyio.CancelScope | None = None
@@ -113,7 +119,7 @@ class _Session:
         """No word from the driver within the lease: it is gone or stuck; stop the load."""
         while True:
             await anyio.sleep(self.lease_s / 4)
-            if anyio.current_time() - self.heard > self.lease_s:
+            if time.monotonic() - self.arrivals() > self.lease_s:
                 stop.cancel()
                 return
 
@@ -160,7 +166,7 @@ class _Session:
         await self.send({"type": "result", "stage": index, "part": part})
 
 
-async def serve(receive: Inbox, send: Outbox) -> int:
+async def serve(receive: Inbox, send: Outbox, arrivals: Arrivals) -> int:
     """One driver's session, hello to bye; returns the exit status for a process worker.
 
     Load runs only inside the session's task group, which ends (cancelling every request
@@ -190,7 +196,7 @@ async def serve(receive: Inbox, send: Outbox) -> int:
         verify=bool(c["verify"]),
         transport=str(c["transport"]),
     ) as client:
-        session = _Session(hello, client, send)
+        session = _Session(hello, client, send, arrivals)
         await send(
             {
                 "type": "ready",
@@ -206,7 +212,6 @@ async def serve(receive: Inbox, send: Outbox) -> int:
             tg.start_soon(session.heartbeat)
             tg.start_soon(session.lease, tg.cancel_scope)
             while (msg := await receive()) is not None:
-                session.heard = anyio.current_time()
                 kind = msg.get("type")
                 if kind == "bye":
                     break
@@ -231,7 +236,7 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _pipes() -> tuple[Inbox, Outbox]:
+def _pipes() -> tuple[Inbox, Outbox, Arrivals]:
     """Framed messages over stdin and a private copy of stdout; fd 1 then points at stderr,
     so a stray print from any library cannot corrupt the stream."""
     import orjson
@@ -240,6 +245,14 @@ def _pipes() -> tuple[Inbox, Outbox]:
     os.dup2(2, 1)
     stdin = sys.stdin.buffer
     lock = anyio.Lock()
+    arrived = [time.monotonic()]
+    # Threads of their own: the load must not be able to keep the pipes waiting for one.
+    limiters: list[anyio.CapacityLimiter] = []
+
+    def limiter() -> anyio.CapacityLimiter:
+        if not limiters:
+            limiters.append(anyio.CapacityLimiter(2))
+        return limiters[0]
 
     def read() -> dict[str, Any] | None:
         header = _read_exactly(stdin, HEADER_BYTES)
@@ -248,19 +261,20 @@ def _pipes() -> tuple[Inbox, Outbox]:
         body = _read_exactly(stdin, unframe_length(header))
         if body is None:
             return None
+        arrived[0] = time.monotonic()
         msg = orjson.loads(body)
         return msg if isinstance(msg, dict) else None
 
     async def receive() -> dict[str, Any] | None:
         # A blocking read in a thread works alike on every platform's pipes.
-        return await anyio.to_thread.run_sync(read, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(read, abandon_on_cancel=True, limiter=limiter())
 
     async def send(msg: dict[str, Any]) -> None:
         data = frame(msg)
         async with lock:
-            await anyio.to_thread.run_sync(out.write, data)
+            await anyio.to_thread.run_sync(out.write, data, limiter=limiter())
 
-    return receive, send
+    return receive, send, lambda: arrived[0]
 
 
 def _backend_options() -> dict[str, Any]:
@@ -277,10 +291,10 @@ def _backend_options() -> dict[str, Any]:
 def main() -> None:
     # A terminal's Ctrl-C reaches the whole process group; the driver decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    receive, send = _pipes()
+    receive, send, arrivals = _pipes()
 
     async def session() -> int:
-        return await serve(receive, send)
+        return await serve(receive, send, arrivals)
 
     status = anyio.run(session, backend_options=_backend_options())
     sys.stderr.flush()
