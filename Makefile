@@ -90,7 +90,7 @@ real-server-stop:
 ## test-real: the integration tier against a real llama-server (builds it first if needed)
 test-real: $(STAMP)
 	bash scripts/llama_server.sh build
-	LOADBENCH_REAL_REQUIRED=1 $(PY) -m pytest -q -m real tests/test_real.py
+	LOADBENCH_REAL_REQUIRED=1 $(PY) -m pytest -q -m real tests/test_real.py tests/test_real_delivery.py
 
 .PHONY: foundry-local foundry-local-stop test-foundry
 

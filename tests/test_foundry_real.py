@@ -126,6 +126,7 @@ def run_loadbench(
     requests: int,
     max_tokens: int,
     warmup: int = 1,
+    options: tuple[str, ...] = (),
 ) -> Run:
     """Writes a scenario, runs ``loadbench run -q -o`` on it, and reads back what it wrote."""
     scenario = tmp_path / "foundry.toml"
@@ -150,7 +151,9 @@ seed = 1
         encoding="utf-8",
     )
     out, records = tmp_path / "result.json", tmp_path / "records.jsonl"
-    proc = _loadbench("run", str(scenario), "-q", "-o", str(out), "--records", str(records))
+    proc = _loadbench(
+        "run", str(scenario), "-q", "-o", str(out), "--records", str(records), *options
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     doc = json.loads(out.read_text(encoding="utf-8"))
     lines = records.read_text(encoding="utf-8").splitlines()
@@ -229,3 +232,50 @@ def test_reused_connections_stall_about_40_ms(runtime: Runtime, tmp_path: Path) 
     # The tokens were made during the stall and come in one burst after it.
     assert latency["itl"]["p50"] < 1, latency["itl"]
     assert latency["e2e"]["p50"] - latency["ttft"]["p50"] < 10, latency
+
+
+# -- the stream-delivery diagnosis, and the two ways past the stall --------------------------
+
+
+def test_the_diagnosis_names_the_stall_in_the_default_mode(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """The one pre-opened connection's first request (the warm-up) is fresh and fast; every
+    later one on it waits for the delayed ACK, and the run says so in plain words."""
+    run = run_loadbench(
+        runtime, tmp_path, model=QWEN, concurrency=[1], requests=8, max_tokens=32, warmup=1
+    )
+    delivery = run.stage("c=1")["delivery"]
+    assert (delivery["fresh"], delivery["reused"]) == (1, 8)
+    assert delivery["ttft_fresh_p50_ms"] < 20 < 30 < delivery["ttft_reused_p50_ms"], delivery
+    assert "keepalive_stall" in [v["kind"] for v in delivery["verdicts"]]
+    assert "Nagle" in run.proc.stderr
+    assert "--connections fresh" in run.proc.stderr
+
+
+@pytest.mark.parametrize("options", [("--connections", "fresh"), ("--quickack",)])
+def test_fresh_connections_and_quickack_get_the_servers_own_few_ms(
+    runtime: Runtime, tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    max_tokens = 32
+    run = run_loadbench(
+        runtime,
+        tmp_path,
+        model=QWEN,
+        concurrency=[1],
+        requests=8,
+        max_tokens=max_tokens,
+        options=options,
+    )
+    stage = run.stage("c=1")
+    assert stage["latency_ms"]["ttft"]["p50"] < 20, stage["latency_ms"]["ttft"]
+    assert "keepalive_stall" not in [v["kind"] for v in stage["delivery"]["verdicts"]]
+    # Every request the runtime served is counted, with every token it made.
+    assert stage["requests"] == {"sent": 8, "ok": 8, "failed": 0, "warmup": 1}
+    assert stage["tokens"]["output"] == 8 * max_tokens
+    assert len(run.measured("c=1")) == 8
+    if options[0] == "--connections":
+        assert stage["connections"] == {"preopened": 0, "opened": 8}
+        assert run.doc["scenario"]["target"]["connections"] == "fresh"
+    else:
+        assert run.doc["scenario"]["target"]["quickack"] is True
