@@ -31,7 +31,7 @@ BASE = """
     [load]
     concurrency = [2]
     requests = {requests}
-    warmup = 1
+    warmup = {warmup}
     {load}
     {slo}
 """
@@ -44,8 +44,9 @@ def scenario(
     requests: int = 10,
     load: str = "",
     slo: str = "",
+    warmup: int = 1,
 ) -> Path:
-    return write(BASE.format(faults=faults, requests=requests, load=load, slo=slo))
+    return write(BASE.format(faults=faults, requests=requests, load=load, slo=slo, warmup=warmup))
 
 
 def loadbench(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -96,11 +97,19 @@ def test_a_stage_stops_early_past_max_error_rate(
 ) -> None:
     out = tmp_path / "r.json"
     path = scenario(
-        write_scenario, faults="error_rate = 1.0", requests=500, load="max_error_rate = 0.5"
+        write_scenario,
+        faults="error_rate = 1.0",
+        requests=500,
+        load="max_error_rate = 0.5",
+        warmup=0,  # a failed warm-up would stop the stage first (the model is then failed)
     )
     proc = loadbench("run", path, "-o", out, "-q")
-    assert proc.returncode == 0, proc.stderr
-    (stage,) = read(out)["stages"]  # type: ignore[misc]
+    # The only model went over max_error_rate: it is failed, and no model completed.
+    assert proc.returncode == 1, proc.stderr
+    assert "every model was skipped or failed" in proc.stderr
+    doc = read(out)
+    assert doc["models"][0]["status"] == "failed"  # type: ignore[index]
+    (stage,) = doc["stages"]  # type: ignore[misc]
     assert stage["stopped"] == "max_error_rate"
     req = stage["requests"]
     assert 10 <= req["sent"] < 500
@@ -149,7 +158,8 @@ def test_failures_with_a_sample_message_are_written(
 ) -> None:
     """Regression: error_samples keyed by ErrorKind made orjson refuse the whole result."""
     out = tmp_path / "r.json"
-    path = scenario(write_scenario, faults="drop_rate = 0.5\n    no_done_rate = 0.3")
+    # No warm-up: with 80% of requests failing, a failed warm-up would mark the model failed.
+    path = scenario(write_scenario, faults="drop_rate = 0.5\n    no_done_rate = 0.3", warmup=0)
     proc = loadbench("run", path, "-o", out, "-q")
     assert proc.returncode == 0, proc.stderr
     (stage,) = read(out)["stages"]  # type: ignore[misc]
