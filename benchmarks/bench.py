@@ -14,7 +14,9 @@ a failing build):
    (``section_startup.py``);
 5. client CPU per 1,000 SSE events over https (lean transport and httpx's pool), against
    plain http on the lean transport, against the bulk server behind TLS (a throwaway CA
-   from ``trustme``, in the ``dev`` extra) (``section_tls.py``).
+   from ``trustme``, in the ``dev`` extra) (``section_tls.py``);
+6. a cold stage start: TTFT and ITL p99 error against an exact-timing simulator at c=64 and
+   c=256, with connections pre-opened and not, side by side (``section_coldstart.py``).
 
 Sections 1, 2 and 5 run in rounds whose order rotates and report medians. A target is a
 regression guard (today's figure plus ~30%), counted in the summary; a goal is an
@@ -46,6 +48,7 @@ from typing import Any
 
 from harness import ITL_MS, QUICK, TTFT_MS, Bench, Plan, median
 from procs import Children, start_server, tls_files
+from section_coldstart import main as section_coldstart
 from section_events import section_events
 from section_requests import section_requests
 from section_startup import section_startup
@@ -163,6 +166,7 @@ def main() -> int:
             children.stop(timed.proc)
             section_startup(b, bulk)
             section_tls(b, bulk)
+            section_coldstart(["--rounds", "1"] if args.quick else [])
         except KeyboardInterrupt:
             print("\ninterrupted: every child process stopped", file=sys.stderr)
             status = 130
