@@ -29,7 +29,7 @@ from loadbench.errors import LoadbenchError, UsageError
 from loadbench.metrics import SloLimit
 from loadbench.observe import ServerMonitor
 from loadbench.run import StagePlan, StageResult
-from loadbench.scenario import Scenario
+from loadbench.scenario import RequestSpec, Scenario
 from loadbench.workers.fleet import Fleet, WorkerInfo
 from loadbench.workers.links import Link, ProcessLink, start_process_link
 from loadbench.workers.merge import merge_shards
@@ -52,7 +52,8 @@ class WorkerRefused(UsageError):
 def _hello(
     scenario: Scenario, plans: Sequence[StagePlan], base_url: str, **kw: Any
 ) -> dict[str, Any]:
-    r = scenario.request
+    r = kw["request"] or scenario.request
+    target = scenario.target
     return {
         "type": "hello",
         "version": __version__,
@@ -71,7 +72,10 @@ def _hello(
             "api_key": kw["api_key"],
             "verify": kw["verify"],
             "transport": kw["transport"],
+            "connections": target.connections,
+            "quickack": target.quickack,
         },
+        "served_as": kw["served_as"],
         "prompts": list(scenario.prompts),
         "slo": [list(limit) for limit in kw["slo"]],
         "max_error_rate": scenario.load.max_error_rate,
@@ -348,6 +352,8 @@ async def run_stages_in_workers(
     on_stage_end: Callable[[StageResult], None] = lambda _: None,
     server: ServerMonitor | None = None,
     on_parts: Callable[[StagePlan, list[ShardResult]], None] | None = None,
+    request: RequestSpec | None = None,
+    served_as: str | None = None,
     ray: str | None = None,
     heartbeat_s: float = HEARTBEAT_S,
     python: str = sys.executable,
@@ -355,6 +361,7 @@ async def run_stages_in_workers(
     """``run_stages`` over ``workers`` processes (or Ray actors when ``ray`` is "auto" or
     a cluster address); merged stages land in ``fleet.state.stages`` as they finish.
     ``on_parts`` sees each stage's parts as the workers returned them, before the merge.
+    ``request`` and ``served_as`` as the runner gives them per model (``run_stages``).
 
     :class:`WorkerRefused` (exit 2) when a worker runs another loadbench; with Ray,
     ``TargetUnreachable`` (exit 3) naming an address that does not answer. Losing workers
@@ -372,6 +379,8 @@ async def run_stages_in_workers(
         transport=transport,
         slo=slo,
         heartbeat_s=heartbeat_s,
+        request=request,
+        served_as=served_as,
     )
     fleet.workers = [WorkerInfo(rank=k) for k in range(workers)]
     failure: LoadbenchError | None = None

@@ -90,6 +90,7 @@ class _Session:
         self.prompts: tuple[str, ...] = tuple(hello["prompts"])
         self.slo = [(str(m), float(p), int(limit)) for m, p, limit in hello["slo"]]
         self.max_error_rate: float | None = hello["max_error_rate"]
+        self.served_as: str | None = hello.get("served_as")
         self.heartbeat_s = float(hello["heartbeat_s"])
         self.lease_s = float(hello["lease_s"])
         self.client = client
@@ -147,6 +148,7 @@ class _Session:
                 slo=self.slo,
                 max_error_rate=self.max_error_rate,
                 on_record=window,
+                served_as=self.served_as,
             )
         self.scope = None
         if scope.cancelled_caught:
@@ -195,6 +197,8 @@ async def serve(receive: Inbox, send: Outbox, arrivals: Arrivals) -> int:
         api_key=c["api_key"],
         verify=bool(c["verify"]),
         transport=str(c["transport"]),
+        connections=str(c.get("connections", "reuse")),
+        quickack=bool(c.get("quickack", False)),
     ) as client:
         session = _Session(hello, client, send, arrivals)
         await send(
