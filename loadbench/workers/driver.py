@@ -87,9 +87,16 @@ def _hello(
 class _Crew:
     """The links, one reader task each feeding one inbox, and what is known of each."""
 
-    def __init__(self, links: Sequence[Link], fleet: Fleet, tg: TaskGroup, heartbeat_s: float):
+    def __init__(
+        self,
+        links: Sequence[Link],
+        fleet: Fleet,
+        infos: Sequence[WorkerInfo],
+        tg: TaskGroup,
+        heartbeat_s: float,
+    ):
         self.links = {link.rank: link for link in links}
-        self.info = {w.rank: w for w in fleet.workers}
+        self.info = {w.rank: w for w in infos}
         self.fleet = fleet
         self.heartbeat_s = heartbeat_s
         self.heard = {rank: anyio.current_time() for rank in self.links}
@@ -382,7 +389,10 @@ async def run_stages_in_workers(
         request=request,
         served_as=served_as,
     )
-    fleet.workers = [WorkerInfo(rank=k) for k in range(workers)]
+    # One session per call (the runner calls once per model): its workers join the fleet's.
+    infos = [WorkerInfo(rank=k) for k in range(workers)]
+    fleet.workers.extend(infos)
+    fleet.count = max(fleet.count, workers)
     failure: LoadbenchError | None = None
     if ray is not None:
         from loadbench.workers.ray_link import ray_links
@@ -393,8 +403,8 @@ async def run_stages_in_workers(
         opener = _process_links(workers, python)
     async with opener as links, anyio.create_task_group() as tg:
         for link in links:
-            fleet.workers[link.rank].pid = link.pid
-        crew = _Crew(links, fleet, tg, heartbeat_s)
+            infos[link.rank].pid = link.pid
+        crew = _Crew(links, fleet, infos, tg, heartbeat_s)
         try:
             await _handshake(crew, hello, timeout_s=READY_TIMEOUT_S)
             for index, plan in enumerate(plans):

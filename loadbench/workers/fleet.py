@@ -48,6 +48,7 @@ class Fleet:
 
     state: RunState = field(default_factory=RunState)
     transport: str = "process"
+    count: int = 0  # workers per stage (each model's stages start a fresh set)
     workers: list[WorkerInfo] = field(default_factory=list)
     stages: list[dict[str, object]] = field(default_factory=list)  # per merged stage
     warnings: list[str] = field(default_factory=list)
@@ -74,7 +75,7 @@ class Fleet:
     def to_dict(self) -> dict[str, object]:
         """The result file's ``workers`` block."""
         return {
-            "count": len(self.workers),
+            "count": self.count,
             "transport": self.transport,
             "degraded": self.degraded,
             "workers": [w.to_dict() for w in self.workers],
