@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "loadbench needs Python 3.11 or newer: set PYTHON=/path/to/python3.11"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,plot,fast]'
+	$(PY) -m pip install --quiet -e '.[dev,plot,fast,ray,workload]'
 	@touch $(STAMP)
 
 ## demo: against the built-in simulator, a concurrency sweep and a model comparison (the Foundry

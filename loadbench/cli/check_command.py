@@ -45,7 +45,7 @@ def check(
     Exits 0 when every model answered, 1 when any did not, 3 when the endpoint does not
     answer at all, 2 for bad input.
     """
-    from loadbench.cli.runner import _target
+    from loadbench.cli.target import target
     from loadbench.scenario import apply_overrides, load_scenario
 
     if scenario_file is None:
@@ -63,7 +63,7 @@ def check(
         return
     scenario = apply_overrides(load_scenario(scenario_file), base_url=base_url, models=models)
     key_env = api_key_env or scenario.target.api_key_env
-    with _target(scenario) as (url, _):
+    with target(scenario) as (url, _):
         _run(url, scenario.models, key_env, timeout_s, output)
 
 

@@ -134,6 +134,24 @@ def _summary_lines(summary: dict[str, Any], models: Sequence[Mapping[str, Any]] 
     help="Stop at the first model skipped or failed, instead of going on with the next.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing result file.")
+@click.option(
+    "--workers",
+    metavar="N|auto",
+    help="Split each stage over N worker processes (auto: one per core, less one for a "
+    "server on this machine); beats [load] workers.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="auto|ADDRESS",
+    help="Run the workers as Ray actors: auto (RAY_ADDRESS, else a local Ray) or a cluster "
+    "address; needs the [ray] extra.",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Exit 0 even when a worker was lost (the result is marked degraded and says which).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; the summary only.")
 def run(
     scenario_file: str,
@@ -156,6 +174,9 @@ def run(
     capability: str | None,
     fail_fast: bool,
     overwrite: bool,
+    workers: str | None,
+    ray_address: str | None,
+    allow_partial: bool,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write a result file and a summary.
@@ -183,6 +204,8 @@ def run(
         fail_fast=fail_fast,
         connections=connections,
         quickack=quickack,
+        workers=workers,
+        ray=ray_address,
     )
     from loadbench.run import console as make_console
 
@@ -202,7 +225,7 @@ def run(
         quiet=quiet,
     )
     with _interrupts_deferred() as caught:
-        _finish(prepared, measured, output, report_dir, insecure, console, caught)
+        _finish(prepared, measured, output, report_dir, insecure, console, caught, allow_partial)
 
 
 def _finish(
@@ -213,6 +236,7 @@ def _finish(
     insecure: bool,
     console: Any,
     caught: list[int],
+    allow_partial: bool = False,
 ) -> None:
     """Write the result file (and report), print the summary, and pick the exit code."""
     from loadbench.cli.runner import write_results
@@ -246,6 +270,13 @@ def _finish(
     if measured.interrupted or caught:
         console.print("interrupted: partial results written", style="yellow")
         sys.exit(EXIT_INTERRUPTED)
+    fleet = measured.fleet
+    if fleet is not None and fleet.degraded:
+        for w in fleet.warnings:
+            console.print(f"warning: {w}", style="yellow", highlight=False)
+        if not allow_partial:
+            console.print("degraded: a worker was lost (--allow-partial accepts it)", style="red")
+            sys.exit(fleet.exit_code(allow_partial=False))
     if models and not any(m["status"] == "ok" for m in models):
         console.print("every model was skipped or failed", style="red")
         sys.exit(EXIT_THRESHOLD)

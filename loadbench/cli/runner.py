@@ -12,20 +12,20 @@ is a measured figure.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from loadbench.cli.stream_delivery import target_url, with_connection_options
+from loadbench.cli.stream_delivery import with_connection_options
+from loadbench.cli.target import backend_options, find_server_pid, target, workers_of
 from loadbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class Prepared:
     warnings: list[str]
     catalog: dict[str, Any] = dataclasses.field(default_factory=dict)  # [models_catalog]
     fail_fast: bool = False
+    workers: int | str | None = None  # None: the engine runs in this process
+    ray: str | None = None  # "auto" or an address: the workers are Ray actors
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Measured:
     started_at: str
     target: dict[str, object]
     models: list[ModelRun] = dataclasses.field(default_factory=list)
+    fleet: Any = None  # loadbench.workers.Fleet when the stages ran in workers
 
 
 def prepare(
@@ -79,6 +82,8 @@ def prepare(
     fail_fast: bool = False,
     connections: str | None = None,
     quickack: bool = False,
+    workers: str | None = None,
+    ray: str | None = None,
 ) -> Prepared:
     """Everything that can be checked before the target starts, so bad input costs nothing."""
     from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
@@ -127,65 +132,14 @@ def prepare(
         api_key = os.environ.get(key_env) or None
         if api_key is None:
             warnings.append(f"environment variable {key_env} is not set: no Authorization header")
-    return Prepared(scenario, checks, plans, run_limit, api_key, warnings, catalog, fail_fast)
-
-
-@contextlib.contextmanager
-def _target(scenario: Any) -> Iterator[tuple[str, dict[str, object]]]:
-    """Yields the base URL to load and what the result file says about the target.
-
-    When loadbench starts the server itself (the simulator, or ``[target.launch]``), the
-    target also gets ``cold_start.ready_s``; the first request's figures join it later.
-    """
-    spec, launch = scenario.target.simulate, scenario.target.launch
-    if launch is not None:
-        from loadbench.run import launched_server
-
-        with launched_server(launch, scenario.target.base_url) as server:
-            yield (
-                scenario.target.base_url,
-                {
-                    "base_url": scenario.target.base_url,
-                    "simulated": False,
-                    "launched": list(server.command),
-                    "server_pid": server.pid,
-                    "cold_start": {"ready_s": round(server.ready_s, 3)},
-                },
-            )
-        return
-    if spec is None:
-        url = target_url(scenario.target)  # foundry_local = true: the service says
-        yield url, {"base_url": url, "simulated": False}
-        return
-    from loadbench.sim import SimConfig, simulator_process
-
-    config = SimConfig(**dataclasses.asdict(spec))
-    with simulator_process(config) as handle:
-        startup_s = round((handle.ready_ns - handle.started_ns) / 1e9, 3)
-        yield (
-            handle.base_url,
-            {
-                "base_url": handle.base_url,
-                "simulated": True,
-                "simulator": dataclasses.asdict(config),
-                "startup_s": startup_s,
-                "cold_start": {"ready_s": startup_s},
-            },
-        )
-
-
-def _server_pid(url: str, given: int | None, target: dict[str, object]) -> int | None:
-    if given is not None:
-        return given
-    known = target.get("server_pid")
-    if isinstance(known, int):
-        return known
-    import httpx
-
-    from loadbench.observe import find_listening_pid
-
-    parsed = httpx.URL(url)
-    return find_listening_pid(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+    count = workers_of(workers, scenario.load.workers)
+    if ray is not None and count is None:
+        raise UsageError("--ray needs --workers N (or [load] workers): how many actors to start")
+    if count is not None and records is not None:
+        raise UsageError("--records cannot be used with --workers: records stay in each worker")
+    return Prepared(
+        scenario, checks, plans, run_limit, api_key, warnings, catalog, fail_fast, count, ray
+    )
 
 
 def measure(
@@ -215,7 +169,7 @@ def measure(
     def say(text: str, style: str | None) -> None:
         console.print(text, style=style, highlight=False)
 
-    with _target(scenario) as (url, target_info):
+    with target(scenario) as (url, target_info):
         before = len(warnings)
         runs = plan_lineup(scenario, url, prepared.api_key, warnings)
         for w in warnings[before:]:
@@ -225,9 +179,22 @@ def measure(
         for r in runs:
             if r.status != "ok":
                 say(f"{r.name}: {r.status}: {r.reason}", "yellow")
-        pid = _server_pid(url, server_pid, target_info)
+        pid = find_server_pid(url, server_pid, target_info)
         target_info["server_pid"] = pid
         target_info["startup_to_first_request_s"] = round(perf_counter() - started, 3)
+        fleet = None
+        if prepared.workers is not None:
+            from loadbench.workers import Fleet, auto_workers
+
+            fleet = Fleet()
+            count = prepared.workers
+            if count == "auto":
+                import httpx
+
+                local = bool(target_info.get("simulated")) or "launched" in target_info
+                local = local or httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+                count = auto_workers(local_server=local)
+            fleet.count = int(count)
         state, interrupted, started_at = _execute(
             scenario,
             prepared.plans,
@@ -244,18 +211,10 @@ def measure(
             target_info.get("cold_start"),
             runs,
             prepared.fail_fast,
+            fleet,
+            prepared.ray,
         )
-    return Measured(state, interrupted, started_at, target_info, runs)
-
-
-def _backend_options() -> dict[str, Any]:
-    if sys.platform == "win32" or os.environ.get("LOADBENCH_LOOP") == "asyncio":
-        return {}
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
+    return Measured(state, interrupted, started_at, target_info, runs, fleet)
 
 
 def _execute(
@@ -274,6 +233,8 @@ def _execute(
     cold_start: Any = None,
     runs: Any = (),
     fail_fast: bool = False,
+    fleet: Any = None,
+    ray: str | None = None,
 ) -> tuple[Any, bool, str]:
     """The stages, model by model: each model on its own target, its samples first when
     asked for, its later stages dropped once it fails; ``fail_fast`` stops at the first
@@ -294,7 +255,7 @@ def _execute(
     from loadbench.observe import MetricsScraper, ServerMonitor, default_metrics_url
     from loadbench.run import Reporter, RunState, run_stages
 
-    state = RunState()
+    state = RunState() if fleet is None else fleet.state
     server = ServerMonitor(server_pid, interval_s=scenario.monitor.interval_s)
     reporter = Reporter(console, len(plans), quiet=quiet)
     stopped_by_signal = False
@@ -348,19 +309,39 @@ def _execute(
                 await sample_and_score(run, scenario, url, api_key, judge_key)
             before = len(state.stages)
             try:
-                await run_stages(
-                    model_plans,
-                    scenario.prompts,
-                    client,
-                    state,
-                    reporter.stage_done,
-                    server,
-                    slo,
-                    scenario.load.max_error_rate,
-                    writer,
-                    scraper,
-                    run.served_as,
-                )
+                if fleet is not None:
+                    from loadbench.workers import run_stages_in_workers
+
+                    await run_stages_in_workers(
+                        scenario,
+                        model_plans,
+                        run.base_url,
+                        fleet,
+                        workers=fleet.count,
+                        api_key=run.api_key,
+                        verify=verify,
+                        transport=transport,
+                        slo=slo,
+                        on_stage_end=reporter.stage_done,
+                        server=server,
+                        request=run.request,
+                        served_as=run.served_as,
+                        ray=ray,
+                    )
+                else:
+                    await run_stages(
+                        model_plans,
+                        scenario.prompts,
+                        client,
+                        state,
+                        reporter.stage_done,
+                        server,
+                        slo,
+                        scenario.load.max_error_rate,
+                        writer,
+                        scraper,
+                        run.served_as,
+                    )
             finally:
                 state.stale_reuses += client.stale_reuses
             status_after(run, state.stages[before:])
@@ -382,7 +363,7 @@ def _execute(
                     if fail_fast and stop is None and run.status != OK:
                         stop = f"--fail-fast after {run.name} was {run.status}"
             if limit.cancelled_caught:
-                state.close_partial(stopped="max_duration_s")
+                (state if fleet is None else fleet).close_partial(stopped="max_duration_s")
                 for run in runs:
                     if run.status == OK and not any(s.plan.model == run.name for s in state.stages):
                         run.fail(SKIPPED, "not run: the run reached max_duration_s")
@@ -394,7 +375,7 @@ def _execute(
     started_at = _now_iso()
     interrupted = False
     try:
-        anyio.run(main_task, backend_options=_backend_options())
+        anyio.run(main_task, backend_options=backend_options())
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -422,6 +403,8 @@ def write_results(
     for s in state.stages:
         if s.client.warning:
             warnings.append(f"{s.plan.model} {s.plan.label}: {s.client.warning}")
+    if measured.fleet is not None:
+        warnings.extend(measured.fleet.warnings)
     document = build_document(
         scenario,
         state.stages,
@@ -437,6 +420,8 @@ def write_results(
         document["models"] = model_blocks(measured.models, document["stages"], scenario.cost)
     from loadbench.results import summarize_run
 
+    if measured.fleet is not None:
+        document["workers"] = measured.fleet.to_dict()
     document["summary"] = summarize_run(document, prepared.checks)
     path = output or default_path(scenario.name, datetime.now(UTC))
     write_atomic(path, dumps(document))

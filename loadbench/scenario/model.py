@@ -150,6 +150,7 @@ class LoadSpec:
     seed: int
     max_error_rate: float | None = None  # stop a stage early once more than this fails
     max_duration_s: float | None = None  # stop the whole run after this long
+    workers: int | str | None = None  # processes per stage ("auto": one per core); None: 1
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,7 @@ class Scenario:
                 "seed": ld.seed,
                 "max_error_rate": ld.max_error_rate,
                 "max_duration_s": ld.max_duration_s,
+                **({"workers": ld.workers} if ld.workers is not None else {}),
             },
             "slo": [t.source for t in self.slo],
             "monitor": {"interval_s": self.monitor.interval_s},

@@ -22,6 +22,7 @@ MIN_RATE = 0.001  # requests/s; keeps every due time a finite, reasonable number
 MIN_BURSTINESS, MAX_BURSTINESS = 0.01, 100.0  # gap CV from 10 down to 0.1
 INT64 = 2**63
 
+MAX_WORKERS = 1024  # worker processes per stage; past a few dozen, spread them with --ray
 _LOAD_KEYS = tuple(f.name for f in dataclasses.fields(LoadSpec) if f.name != "mode")
 
 
@@ -88,6 +89,13 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         max_duration_s = c.number(
             "load.max_duration_s", raw["max_duration_s"], positive=True, high=MAX_DURATION_S
         )
+    workers: int | str | None = None
+    if "workers" in raw:
+        value = raw["workers"]
+        if value == "auto" or (type(value) is int and 1 <= value <= MAX_WORKERS):
+            workers = value if isinstance(value, int) else "auto"
+        else:
+            c.expected("load.workers", f'an integer from 1 to {MAX_WORKERS} or "auto"', value)
     if (
         None in concurrency
         or None in rate
@@ -112,6 +120,7 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         seed=seed,
         max_error_rate=max_error_rate,
         max_duration_s=max_duration_s,
+        workers=workers,
     )
 
 
