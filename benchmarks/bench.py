@@ -16,7 +16,9 @@ a failing build):
    plain http on the lean transport, against the bulk server behind TLS (a throwaway CA
    from ``trustme``, in the ``dev`` extra) (``section_tls.py``);
 6. a cold stage start: TTFT and ITL p99 error against an exact-timing simulator at c=64 and
-   c=256, with connections pre-opened and not, side by side (``section_coldstart.py``).
+   c=256, with connections pre-opened and not, side by side (``section_coldstart.py``);
+7. scaling: SSE events/s and CPU per event with 1, 2 and ``auto`` worker processes, and the
+   concurrency at which each turns client-bound (``section_scaling.py``).
 
 Sections 1, 2 and 5 run in rounds whose order rotates and report medians. A target is a
 regression guard (today's figure plus ~30%), counted in the summary; a goal is an
@@ -51,6 +53,7 @@ from procs import Children, start_server, tls_files
 from section_coldstart import main as section_coldstart
 from section_events import section_events
 from section_requests import section_requests
+from section_scaling import main as section_scaling
 from section_startup import section_startup
 from section_timing import section_timing
 from section_tls import section_tls
@@ -167,6 +170,7 @@ def main() -> int:
             section_startup(b, bulk)
             section_tls(b, bulk)
             section_coldstart(["--rounds", "1"] if args.quick else [])
+            section_scaling(["--quick"] if args.quick else [])
         except KeyboardInterrupt:
             print("\ninterrupted: every child process stopped", file=sys.stderr)
             status = 130
