@@ -217,6 +217,52 @@ def test_a_short_run_at_c1_and_c4_counts_every_request_and_token(
     assert other == []
 
 
+def test_a_multi_model_run_by_alias_skips_the_alias_it_does_not_serve(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """The workshop's loop by the names people type: two aliases resolved to the runtime's
+    ids and measured, one alias it does not serve skipped with its reason, one report."""
+    scenario = tmp_path / "aliases.toml"
+    scenario.write_text(
+        f"""name = "aliases"
+[target]
+base_url = "{runtime.url}"
+timeout_s = 30
+[[models]]
+name = "qwen2.5-0.5b"
+[[models]]
+name = "phi-4-mini"
+[[models]]
+name = "mistral-7b"
+[prompts]
+items = ["Say hello in five words."]
+[request]
+max_tokens = 8
+temperature = 0
+[load]
+concurrency = [2]
+requests = 6
+warmup = 1
+""",
+        encoding="utf-8",
+    )
+    out = tmp_path / "aliases.json"
+    proc = _loadbench("run", str(scenario), "-q", "-o", str(out))
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    models = {m["name"]: m for m in doc["models"]}
+    assert (models["qwen2.5-0.5b"]["served_as"], models["qwen2.5-0.5b"]["status"]) == (QWEN, "ok")
+    assert (models["phi-4-mini"]["served_as"], models["phi-4-mini"]["status"]) == (PHI, "ok")
+    assert models["mistral-7b"]["status"] == "skipped"
+    assert "not listed" in models["mistral-7b"]["reason"]
+    measured = {s["model"]: s["requests"] for s in doc["stages"]}
+    assert measured == {
+        "qwen2.5-0.5b": {"sent": 6, "ok": 6, "failed": 0, "warmup": 1},
+        "phi-4-mini": {"sent": 6, "ok": 6, "failed": 0, "warmup": 1},
+    }
+    assert "qwen2.5-0.5b -> " + QWEN in proc.stdout + proc.stderr
+
+
 def test_reused_connections_stall_about_40_ms(runtime: Runtime, tmp_path: Path) -> None:
     """The runtime's keep-alive stall, as loadbench reports it (see the module docstring).
 
