@@ -19,12 +19,16 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from loadbench.models import parse_verdict
 
 pytestmark = pytest.mark.real
 
@@ -349,3 +353,131 @@ requests = 2
     assert "cold start: ready" in proc.stdout
     with socket.socket() as s:  # loadbench stopped the server it started
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+# -- choosing a model: check, and two llama-servers as two models ---------------------------
+
+JUDGE_ALIAS = "smollm2-judge"
+
+
+@pytest.fixture(scope="module")
+def judge(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second llama-server, the same binary and model under another alias on its own port:
+    to loadbench a second model on a second engine, and the judge of the first's answers.
+
+    ``server`` is asked for so that a missing binary skips (or fails) this the same way.
+    """
+    env = {**os.environ}
+    cache = Path(_script("path", env=env, timeout=10).stdout.strip())
+    model = cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    port = _free_port()
+    log = tmp_path_factory.mktemp("judge") / "server.log"
+    command = [
+        str(cache / "bin" / "llama-server"),
+        *("-m", str(model), "-a", JUDGE_ALIAS, "--host", "127.0.0.1", "--port", str(port)),
+        *("-t", "1", "-np", "2", "-c", "4096"),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(port):
+            assert proc.poll() is None, log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            assert time.monotonic() < deadline, "the judge's llama-server not healthy in 60 s"
+            time.sleep(0.2)
+        yield Server(url=f"http://127.0.0.1:{port}/v1", log=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def test_check_passes_against_llama_cpp(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    args = ["check", "--base-url", server.url, "--model", "smollm2", "-o", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadbench", *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    (model,) = json.loads(out.read_text(encoding="utf-8"))["models"]
+    assert (model["served_as"], model["listed"], model["answered"]) == ("smollm2", True, True)
+    assert model["tokens"] > 0
+    assert model["error"] is None
+
+
+@pytest.mark.timeout(240)
+def test_two_llama_servers_as_two_models_one_judging(
+    server: Server, judge: Server, tmp_path: Path
+) -> None:
+    """Each ``[[models]]`` entry on its own server; the second doubles as the judge.
+
+    SmolLM2-135M rarely writes a verdict the parser reads: whatever it writes is kept as
+    the verdict, and a score exists only where that verdict parses, never made up.
+    """
+    scenario = tmp_path / "two.toml"
+    scenario.write_text(
+        f"""name = "two"
+[target]
+base_url = "{server.url}"
+timeout_s = 60
+[[models]]
+name = "smollm2"
+[[models]]
+name = "{JUDGE_ALIAS}"
+base_url = "{judge.url}"
+[prompts]
+items = {_toml_list(PROMPTS[:2])}
+[quality]
+method = "judge"
+judge_model = "{JUDGE_ALIAS}"
+judge_base_url = "{judge.url}"
+[request]
+max_tokens = 8
+temperature = 0
+extra = {{ cache_prompt = false }}
+[load]
+concurrency = [1]
+requests = 2
+warmup = 1
+""",
+        encoding="utf-8",
+    )
+    out = tmp_path / "two.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadbench", "run", str(scenario), "-q", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    models = {m["name"]: m for m in doc["models"]}
+    assert list(models) == ["smollm2", JUDGE_ALIAS]
+    for name, m in models.items():
+        assert (m["status"], m["served_as"], m["reason"]) == ("ok", name, None)
+        assert [s["prompt_id"] for s in m["samples"]] == ["p1", "p2"]
+        assert all(s["answer"] and not s.get("error") for s in m["samples"]), m["samples"]
+        scores = m["quality"]["scores"]
+        assert [s["prompt_id"] for s in scores] == ["p1", "p2"], scores
+        for s in scores:
+            assert s["verdict"], s  # the judge answered; its text is kept
+            # A score only where the verdict parses; otherwise None, said to be unparseable.
+            assert s["score"] == parse_verdict(s["verdict"]), s
+            if s["score"] is None:
+                assert "unparseable" in s["note"], s
+            else:
+                assert s["method"] == "judge", s
+    stages = {s["model"]: s for s in doc["stages"]}
+    assert [stages[n]["requests"]["ok"] for n in models] == [2, 2]
+    assert doc["scenario"]["model_targets"][JUDGE_ALIAS]["base_url"] == judge.url
