@@ -147,6 +147,14 @@ def test_combine_prefers_a_parsed_judge_verdict_and_keeps_an_unparsed_one() -> N
     assert combined[1]["note"] == "judge: unparseable; heuristic used"
 
 
+def test_an_unparsed_verdict_without_a_heuristic_stays_the_judges() -> None:
+    """No aspects, so no heuristic score: the entry must not claim a heuristic was used."""
+    judged = [{**_e("p1", "judge", None), "verdict": "hmm", "note": "unparseable"}]
+    (entry,) = combine_scores(judged, [_e("p1", "heuristic", None)])
+    assert (entry["method"], entry["score"], entry["verdict"]) == ("judge", None, "hmm")
+    assert entry["note"] == "unparseable"
+
+
 # --- cost ---------------------------------------------------------------------------------
 
 

@@ -174,13 +174,14 @@ def combine_scores(
     judged: Sequence[Mapping[str, Any]], heuristic: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """Per prompt, the judge's entry when its verdict parsed, else the heuristic's with the
-    judge's raw verdict kept beside it; prompts in the heuristic list's order."""
+    judge's raw verdict kept beside it; prompts in the heuristic list's order. A prompt
+    without aspects has no heuristic score: its unparseable judge entry stays the judge's."""
     by_id = {str(e["prompt_id"]): e for e in judged}
     out = []
     for h in heuristic:
         j = by_id.get(str(h["prompt_id"]))
-        if j is not None and j.get("score") is not None:
-            out.append(dict(j))
+        if j is not None and (j.get("score") is not None or h.get("score") is None):
+            out.append(dict(j))  # parsed, or unparseable with no heuristic to stand in
         elif j is not None:
             note = f"judge: {j.get('note') or 'unparseable'}; heuristic used"
             out.append(_entry(str(h["prompt_id"]), "heuristic", h["score"], j["verdict"], note))
