@@ -11,10 +11,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from loadbench.run.progress import short_reason, summary_table
 from loadbench.sim.faults import SimConfig
 from loadbench.sim.process import simulator_process
 from loadbench.sim.served import SimModel, model_args
+from tests.conftest import threaded_server
 
 QWEN = "qwen2.5-0.5b-instruct-generic-cpu:4"
 ANSWER = "Retrieval finds a document, then generation answers."
@@ -230,14 +230,8 @@ class _Keyed(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def keyed() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Keyed)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded_server(_Keyed) as url:
+        yield url
 
 
 def test_the_key_goes_with_the_model_list(tmp_path: Path) -> None:

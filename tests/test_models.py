@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import anyio
@@ -22,7 +21,7 @@ from loadbench.cli import main
 from loadbench.errors import TargetUnreachable
 from loadbench.models import AmbiguousModel, check_models, resolve
 from loadbench.sim.server import SimConfig, simulator_process
-from tests.conftest import Sim, start_sim
+from tests.conftest import Sim, start_sim, threaded_server
 
 FOUNDRY = (
     "qwen2.5-0.5b-instruct-generic-cpu:3",
@@ -164,14 +163,8 @@ class _KeyedServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def keyed_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyedServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded_server(_KeyedServer) as url:
+        yield url
 
 
 @pytest.mark.anyio

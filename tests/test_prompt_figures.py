@@ -12,10 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from loadbench.results import load_result
 from loadbench.results.file import OUTLIER_RULE, _outliers
 from loadbench.sim.faults import SimConfig
 from loadbench.sim.process import simulator_process
+from tests.conftest import threaded_server
 
 PROMPTS = [
     {"id": "summary", "prompt": "Summarize the notes."},
@@ -110,14 +110,8 @@ class _SlowOnOnePrompt(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def slow_on_one_prompt() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowOnOnePrompt)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded_server(_SlowOnOnePrompt) as url:
+        yield url
 
 
 def test_a_slow_prompt_is_flagged_and_marked_in_the_report(tmp_path: Path) -> None:
