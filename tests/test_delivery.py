@@ -280,6 +280,9 @@ def _figures(fresh_ms: list[float], reused_ms: list[float], long: int, bursts: i
         ([2.0], [41.0, 43.0], 0, 0, []),  # too few reused to say
         ([30.0], [80.0, 85.0, 90.0], 0, 0, []),  # under 3x: queueing, not a stall
         ([2.0], [15.0, 15.0, 15.0], 0, 0, []),  # 3x but under 20 ms more
+        # make demo at c=16 (8 slots): the first wave got slots, the rest queued ~0.5 s
+        ([62.9] * 8, [601.1] * 26, 0, 0, []),
+        ([60.0] * 8, [80.0, 150.0, 300.0, 450.0, 600.0], 0, 0, []),  # spread out: a queue
         ([], [40.0] * 5, 10, 8, [BURST]),  # 80% in one burst; no fresh reference
         ([], [], 10, 7, []),
         ([], [], 2, 2, []),  # too few long streams
