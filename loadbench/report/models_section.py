@@ -235,7 +235,7 @@ def _points(
         stages = _stages(doc, model)
         low = _lowest(stages)
         if status != "ok":
-            left_out.append(f"{name} ({_status(model)})")
+            left_out.append(f"{name} ({model.get('status')})")  # reasons are in the table
         elif score is None:
             left_out.append(f"{name} (no quality score)")
         elif low is None:
