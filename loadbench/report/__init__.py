@@ -6,7 +6,7 @@ machine and GPU use over each run) from the monitor's series.
 from loadbench.report.document import csv_text, html, markdown
 from loadbench.report.models_section import models_blocks, tradeoff_plot
 from loadbench.report.plots import plot_files
-from loadbench.report.resources import resource_images, resource_plot_files, resources_blocks
+from loadbench.report.resources import resource_images, resources_blocks
 
 __all__ = [
     "csv_text",
@@ -15,7 +15,6 @@ __all__ = [
     "models_blocks",
     "plot_files",
     "resource_images",
-    "resource_plot_files",
     "resources_blocks",
     "tradeoff_plot",
 ]

@@ -17,7 +17,6 @@ import io
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadbench.errors import UsageError
@@ -311,19 +310,3 @@ def resource_images(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, 
         fig.savefig(buf, format="png")
         out[name] = buf.getvalue()
     return out
-
-
-def resource_plot_files(runs: Sequence[tuple[str, Mapping[str, Any]]], folder: Path) -> list[Path]:
-    """Write :func:`resource_images` into ``folder``; the paths written."""
-    images = resource_images(runs)
-    try:
-        if images:
-            folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for name, png in images.items():
-            path = folder / name
-            path.write_bytes(png)
-            paths.append(path)
-    except OSError as exc:
-        raise UsageError(f"{folder}: cannot write plots: {exc.strerror or exc}") from exc
-    return paths
