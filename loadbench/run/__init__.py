@@ -5,7 +5,7 @@ the engine that waits, sends and records, with the launch of a server and live p
 from loadbench.run.engine import RunState, StageResult, run_stages
 from loadbench.run.launch import launched_server
 from loadbench.run.limits import ensure_open_files
-from loadbench.run.plan import StagePlan, plan_stages
+from loadbench.run.plan import StagePlan, plan_stage, plan_stages
 from loadbench.run.progress import Reporter, console, summary_table
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "console",
     "ensure_open_files",
     "launched_server",
+    "plan_stage",
     "plan_stages",
     "run_stages",
     "summary_table",

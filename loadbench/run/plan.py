@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from loadbench.scenario import Arrival, LoadMode, Scenario
 
-__all__ = ["StagePlan", "arrival_offsets_ns", "plan_stages"]
+__all__ = ["StagePlan", "arrival_offsets_ns", "plan_stage", "plan_stages"]
 
 _NS = 1_000_000_000
 
@@ -61,11 +61,13 @@ def plan_stages(s: Scenario) -> tuple[StagePlan, ...]:
     stages: list[StagePlan] = []
     for model in s.models:
         for value in values:
-            stages.append(_stage(s, model, value))
+            stages.append(plan_stage(s, model, value))
     return tuple(stages)
 
 
-def _stage(s: Scenario, model: str, value: float) -> StagePlan:
+def plan_stage(s: Scenario, model: str, value: float) -> StagePlan:
+    """One stage of ``s`` for ``model`` at one load value (a concurrency or a rate); the
+    same arguments give the same plan, so a search can plan its stages one at a time."""
     load = s.load
     is_rate = load.mode is LoadMode.RATE
     label = f"rate={value:g}/s" if is_rate else f"c={value}"

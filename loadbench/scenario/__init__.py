@@ -17,6 +17,7 @@ from loadbench.scenario.model import (
     QualitySpec,
     RequestSpec,
     Scenario,
+    SearchSpec,
     redact_argv,
 )
 from loadbench.scenario.overrides import apply_overrides, parse_float_list, parse_int_list
@@ -48,6 +49,7 @@ __all__ = [
     "QualitySpec",
     "RequestSpec",
     "Scenario",
+    "SearchSpec",
     "TokenizerChoice",
     "TraceSpec",
     "WorkloadSpec",

@@ -34,6 +34,7 @@ __all__ = [
     "QualitySpec",
     "RequestSpec",
     "Scenario",
+    "SearchSpec",
     "SimulateSpec",
     "Target",
     "redact_argv",
@@ -95,6 +96,10 @@ class SimulateSpec:
     no_done_rate: float = 0.0
     bad_json_rate: float = 0.0
     stall_s: float = 30.0
+    # Workload realism (all off by default, so the timing tests' truth stays exact):
+    prefill_ms_per_token: float = 0.0  # added to TTFT per uncached prompt token
+    early_stop_rate: float = 0.0  # share of answers that end before max_tokens ("stop")
+    prefix_cache: bool = False  # cached prompt prefixes skip their prefill time
     models: tuple[SimulatedModel, ...] = ()  # none: one "sim-model" that answers any name
     broken_models: tuple[str, ...] = ()
 
@@ -137,6 +142,18 @@ class RequestSpec:
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """``[load] search``: the highest load whose stage meets every ``[slo]`` limit, found by
+    bisection over real stages between ``low`` and ``high`` until the bracket is no wider
+    than ``precision``."""
+
+    over: LoadMode
+    low: float
+    high: float
+    precision: float
+
+
+@dataclass(frozen=True)
 class LoadSpec:
     mode: LoadMode
     concurrency: tuple[int, ...]  # one stage per value when mode is CONCURRENCY, else ()
@@ -151,6 +168,8 @@ class LoadSpec:
     max_error_rate: float | None = None  # stop a stage early once more than this fails
     max_duration_s: float | None = None  # stop the whole run after this long
     workers: int | str | None = None  # processes per stage ("auto": one per core); None: 1
+    ramp_s: float | None = None  # load rises linearly over this long; left out of figures
+    search: SearchSpec | None = None  # replaces the concurrency or rate list when given
 
 
 @dataclass(frozen=True)
