@@ -158,6 +158,7 @@ async def test_health_models_and_stats() -> None:
                 "active": 0,
                 "queued": 0,
                 "max_active": 0,
+                "prefix_cache_hit_tokens": 0,
             }
 
 
@@ -770,11 +771,15 @@ def test_config_to_args_round_trips_through_the_parser() -> None:
         no_done_rate=0.12,
         bad_json_rate=0.005,
         stall_s=1.5,
+        prefill_ms_per_token=0.25,
+        early_stop_rate=0.5,
+        prefix_cache=True,
     )
     args = config_to_args(config)
     assert args[:2] == ["--ttft-ms", "12.5"]
     assert "--not-sse-rate" in args
-    assert len(args) == 42
+    assert args[-1] == "--prefix-cache"  # a switch, no value
+    assert len(args) == 47
     assert _parse_args(["--host", "::1", "--port", "9", *args]) == (config, "::1", 9)
     assert config_to_args(SimConfig(seed=0, slots=2)) == ["--slots", "2", "--seed", "0"]
 

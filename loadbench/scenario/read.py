@@ -88,8 +88,10 @@ _TARGET_KEYS = (
 )
 _LAUNCH_KEYS = tuple(f.name for f in dataclasses.fields(LaunchSpec))
 _SIM_KEYS = tuple(f.name for f in dataclasses.fields(SimulateSpec))
+# Shares from 0 to 1 that are not faults: outside the faults' sum (and the simulator's draw).
+_SIM_SHARES = ("early_stop_rate",)
 # The fault rates (``sim.faults.RATE_FIELDS``, the same names; a test holds them equal).
-_SIM_FAULTS = tuple(n for n in _SIM_KEYS if n.endswith("_rate"))
+_SIM_FAULTS = tuple(n for n in _SIM_KEYS if n.endswith("_rate") and n not in _SIM_SHARES)
 _PROMPT_KEYS = ("items", "file")
 _REQUEST_KEYS = ("max_tokens", "temperature", "stream", "extra")
 
@@ -356,8 +358,12 @@ def _simulate(c: Checker, target: Mapping[str, object]) -> SimulateSpec | None:
             values[name] = c.integer(key, value, 1, MAX_CONCURRENCY)
         elif name == "seed":
             values[name] = c.integer(key, value, -INT64, INT64 - 1)
-        elif name in _SIM_FAULTS:
+        elif name in _SIM_FAULTS or name in _SIM_SHARES:
             values[name] = c.number(key, value, low=0.0, high=1.0, want="a number from 0 to 1")
+        elif name == "prefix_cache":
+            values[name] = value if isinstance(value, bool) else None
+            if not isinstance(value, bool):
+                c.expected(key, "true or false", value)
         elif name in _SIM_KEYS:
             values[name] = c.number(key, value, low=0.0)
     if None in values.values():

@@ -42,7 +42,6 @@ from loadbench.sim.faults import (
     END_OF_BODY,
     BadRequest,
     chunk,
-    count_words,
     error_body,
     parse_completion,
 )
@@ -57,6 +56,7 @@ from loadbench.sim.http import (
     response_bytes,
 )
 from loadbench.sim.process import host_for_url
+from loadbench.sim.prompts import count_words
 
 _PATHS = {b"/v1/chat/completions": True, b"/v1/completions": False}  # path -> chat
 _NOT_PARAMS = ("model", "messages", "prompt", "stream", "stream_options")

@@ -25,6 +25,7 @@ from enum import StrEnum
 
 import orjson
 
+from loadbench.sim.prompts import count_words, prompt_words
 from loadbench.sim.served import MODEL_ID, WORDS, SimModel, as_model, model_problems
 
 _WORDS_JSON = tuple(orjson.dumps(w + " ") for w in WORDS)
@@ -117,6 +118,10 @@ class SimConfig:
     no_done_rate: float = 0.0  # every token, but no finish_reason and no [DONE]
     bad_json_rate: float = 0.0  # one event of truncated JSON after the first token
     stall_s: float = 30.0  # the length of a stall and of a silence
+    # Workload realism, all off by default so that the timing above stays the whole truth:
+    prefill_ms_per_token: float = 0.0  # added to the TTFT per prompt token not cached
+    early_stop_rate: float = 0.0  # share of answers ending ("stop") before max_tokens
+    prefix_cache: bool = False  # vLLM-style prefix caching: cached tokens skip prefill
     # Several models (``sim.served``): none given is one "sim-model" answering any name.
     models: tuple[SimModel, ...] = ()
     broken_models: tuple[str, ...] = ()  # listed, but every request gets HTTP 500
@@ -152,6 +157,10 @@ class SimConfig:
 
         for name in ("ttft_ms", "itl_ms", "jitter", "batch_itl_factor", "stall_s"):
             number(name, 0.0)
+        number("prefill_ms_per_token", 0.0)
+        number("early_stop_rate", 0.0, 1.0)  # not a fault: outside their sum and their draw
+        if not isinstance(self.prefix_cache, bool):
+            problems.append(f"prefix_cache: expected true or false, got {self.prefix_cache!r}")
         integer("slots", 1)
         integer("max_tokens_default", 1)
         if self.seed is not None and (
@@ -232,25 +241,19 @@ class Completion:
     stream: bool
     include_usage: bool
     stop: bool = False  # the words end before max_tokens: finish_reason "stop", not "length"
+    ignore_eos: bool = False  # asked for exactly max_tokens: no early stop
+    words: tuple[str, ...] = ()  # the prompt's words, kept only for the prefix cache
+    cached_tokens: int | None = None  # reported in usage when the prefix cache is on
 
 
-def count_words(value: object) -> int:
-    """Prompt tokens as the simulator defines them: whitespace-separated words.
+def parse_completion(
+    body: bytes, *, chat: bool, default_max_tokens: int, keep_words: bool = False
+) -> Completion:
+    """Raises BadRequest with a message an OpenAI client would show its user.
 
-    Handles a string, a list of strings, token ids (each counts 1) and chat content parts
-    (``{"type": "text", "text": ...}``); anything else counts 0.
+    A chat prompt's tokens are every message's words, summed (no template tokens), so a
+    tokenizer's count of the contents joined by blank lines is ``usage.prompt_tokens``.
     """
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(1 if isinstance(v, int) else count_words(v) for v in value)
-    if isinstance(value, dict):
-        return count_words(value.get("text", value.get("content", "")))
-    return 0
-
-
-def parse_completion(body: bytes, *, chat: bool, default_max_tokens: int) -> Completion:
-    """Raises BadRequest with a message an OpenAI client would show its user."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -265,7 +268,12 @@ def parse_completion(body: bytes, *, chat: bool, default_max_tokens: int) -> Com
         raise BadRequest("'messages' must be a non-empty list")
     if not chat and not isinstance(source, str | list):
         raise BadRequest("'prompt' must be a string or a list")
-    if chat:
+    words: list[str] = []
+    if keep_words:
+        parts = [m.get("content") for m in source if isinstance(m, dict)] if chat else [source]
+        words = [w for part in parts for w in prompt_words(part)]
+        prompt_tokens = len(words)
+    elif chat:
         prompt_tokens = sum(count_words(m.get("content")) for m in source if isinstance(m, dict))
     else:
         prompt_tokens = count_words(source)
@@ -279,19 +287,24 @@ def parse_completion(body: bytes, *, chat: bool, default_max_tokens: int) -> Com
         raise BadRequest("'model' must be a string")
     options = data.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    stream, ignore_eos = data.get("stream") is True, data.get("ignore_eos") is True
     return Completion(
-        chat, model, max_tokens, prompt_tokens, data.get("stream") is True, include_usage
+        chat, model, max_tokens, prompt_tokens, stream, include_usage, False, ignore_eos, (*words,)
     )
 
 
-def usage(job: Completion, completion_tokens: int | None = None) -> dict[str, int]:
-    """``completion_tokens`` defaults to ``max_tokens``: the simulator always generates them all."""
+def usage(job: Completion, completion_tokens: int | None = None) -> dict[str, object]:
+    """``completion_tokens`` defaults to ``max_tokens``: what the simulator generates
+    (an early stop lowers ``max_tokens`` itself). Cached tokens as OpenAI and vLLM put them."""
     completion = job.max_tokens if completion_tokens is None else completion_tokens
-    return {
+    out: dict[str, object] = {
         "prompt_tokens": job.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": job.prompt_tokens + completion,
     }
+    if job.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": job.cached_tokens}
+    return out
 
 
 def chunk(payload: bytes) -> bytes:

@@ -7,6 +7,8 @@ module says how llama.cpp would report it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
 from loadbench.sim.faults import DONE_AND_END, Completion, StreamFrames, chunk
@@ -21,7 +23,53 @@ METRICS = (
     ("requests_processing", "gauge", "Number of requests processing"),
     ("requests_deferred", "gauge", "Number of requests deferred"),
 )
+# Not llama-server's: the simulator's prefix cache, named where loadbench's scrape looks for
+# it (``observe.serverside``); listed only when the cache is on. As with llama.cpp's own
+# ``prompt_n``, ``prompt_tokens_total`` leaves the cached tokens out.
+CACHED_METRIC = ("prompt_tokens_cached_total", "counter", "Number of prompt tokens from the cache")
 PROMETHEUS = b"text/plain; version=0.0.4"
+
+
+@dataclass(slots=True)
+class Counters:
+    """llama-server's ``/metrics`` counters: the sums of every ``timings`` object sent."""
+
+    prompt_tokens: int = 0  # computed, without the cached ones
+    prompt_seconds: float = 0.0
+    tokens_predicted: int = 0
+    tokens_predicted_seconds: float = 0.0
+    prompt_tokens_cached: int = 0
+
+    def timings(
+        self, prompt_n: int, prompt_s: float, predicted_n: int, predicted_s: float, cache_n: int
+    ) -> bytes:
+        """One response's ``timings``, counted."""
+        self.prompt_tokens += prompt_n
+        self.prompt_seconds += prompt_s
+        self.tokens_predicted += predicted_n
+        self.tokens_predicted_seconds += predicted_s
+        self.prompt_tokens_cached += cache_n
+        return timings_json(prompt_n, prompt_s, predicted_n, predicted_s, cache_n)
+
+    def text(self, processing: int, deferred: int, *, cached: bool) -> bytes:
+        """Prometheus text exposition (0.0.4): the requests holding a slot and waiting for one."""
+        metrics: tuple[tuple[str, str, str], ...] = METRICS
+        values: tuple[float, ...] = (
+            self.prompt_tokens,
+            self.prompt_seconds,
+            self.tokens_predicted,
+            self.tokens_predicted_seconds,
+            processing,
+            deferred,
+        )
+        if cached:
+            metrics, values = (*metrics, CACHED_METRIC), (*values, self.prompt_tokens_cached)
+        lines = [
+            f"# HELP llamacpp:{name} {text}\n# TYPE llamacpp:{name} {kind}\n"
+            f"llamacpp:{name} {value!r}\n"
+            for (name, kind, text), value in zip(metrics, values, strict=True)
+        ]
+        return "".join(lines).encode()
 
 
 def _per(numerator: float, denominator: float) -> float | None:
@@ -29,12 +77,17 @@ def _per(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 3) if denominator else None
 
 
-def timings_json(prompt_n: int, prompt_s: float, predicted_n: int, predicted_s: float) -> bytes:
-    """llama.cpp's ``timings`` object (``result_timings::to_json``), its keys in its order."""
+def timings_json(
+    prompt_n: int, prompt_s: float, predicted_n: int, predicted_s: float, cache_n: int = 0
+) -> bytes:
+    """llama.cpp's ``timings`` object (``result_timings::to_json``), its keys in its order.
+
+    ``prompt_n`` counts the tokens computed, without the ``cache_n`` taken from the cache.
+    """
     prompt_ms, predicted_ms = prompt_s * 1e3, predicted_s * 1e3
     return orjson.dumps(
         {
-            "cache_n": 0,
+            "cache_n": cache_n,
             "prompt_n": prompt_n,
             "prompt_ms": round(prompt_ms, 3),
             "prompt_per_token_ms": _per(prompt_ms, prompt_n),

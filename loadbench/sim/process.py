@@ -49,12 +49,16 @@ def host_for_url(host: str) -> str:
 
 
 def config_to_args(config: SimConfig) -> list[str]:
-    """Flags that rebuild ``config`` in a child process; defaults are left out."""
+    """Flags that rebuild ``config`` in a child process; defaults are left out.
+
+    A switch (``prefix_cache``, off by default) is its flag alone.
+    """
     args: list[str] = []
     for field in dataclasses.fields(SimConfig):
         value = getattr(config, field.name)
         if field.name not in MODEL_FIELDS and value != field.default:
-            args += [f"--{field.name.replace('_', '-')}", repr(value)]
+            flag = f"--{field.name.replace('_', '-')}"
+            args += [flag] if value is True else [flag, repr(value)]
     return args + model_args(config.models, config.broken_models)
 
 

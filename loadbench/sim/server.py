@@ -103,6 +103,9 @@ def _parse_args(argv: Sequence[str]) -> tuple[SimConfig, str, int]:
     for field in dataclasses.fields(SimConfig):
         if field.name in MODEL_FIELDS:
             continue
+        if field.default is False:  # a switch: ``--prefix-cache``
+            parser.add_argument(f"--{field.name.replace('_', '-')}", action="store_true")
+            continue
         kind = int if field.name in ("slots", "max_tokens_default", "seed") else float
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default)
     parser.add_argument("--model", action="append", default=[], dest="models")

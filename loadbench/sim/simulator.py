@@ -57,7 +57,8 @@ from loadbench.sim.http import (
     read_request,
     response_bytes,
 )
-from loadbench.sim.llamacpp import METRICS, PROMETHEUS, stamped_end, timings_json
+from loadbench.sim.llamacpp import PROMETHEUS, Counters, stamped_end
+from loadbench.sim.prompts import PrefixCache, early_length, tokenize
 from loadbench.sim.served import Lineup, Served
 
 _COMPLETION_PATHS = (b"/v1/chat/completions", b"/v1/completions")
@@ -99,11 +100,12 @@ class Simulator:
         # request the same fault however the jitter draws interleave.
         self.fault_rng = random.Random(config.seed)
         self.jitter_rng = random.Random(None if config.seed is None else f"jitter:{config.seed}")
+        self.early_rng = random.Random(None if config.seed is None else f"early:{config.seed}")
+        self.cache = PrefixCache() if config.prefix_cache else None
+        self.prefix_cache_hit_tokens = 0
         self.counts = {o.value: 0 for o in Outcome}
         self.requests = self.tokens_sent = self.active = self.queued = self.max_active = 0
-        # /metrics counters: the sums of every ``timings`` object sent.
-        self.prompt_tokens_total = self.tokens_predicted_total = 0
-        self.prompt_seconds_total = self.tokens_predicted_seconds_total = 0.0
+        self.llamacpp = Counters()  # /metrics: the sums of every ``timings`` object sent
         self.next_id = 0
         self.lineup = Lineup(
             config.models, config.broken_models, ttft_ms=config.ttft_ms, itl_ms=config.itl_ms
@@ -118,38 +120,29 @@ class Simulator:
                 "active": self.active,
                 "queued": self.queued,
                 "max_active": self.max_active,
+                "prefix_cache_hit_tokens": self.prefix_cache_hit_tokens,
             }
         )
 
     def metrics(self) -> bytes:
         """Prometheus text exposition (0.0.4) in llama.cpp's names, for scrapers."""
-        values = (
-            self.prompt_tokens_total,
-            self.prompt_seconds_total,
-            self.tokens_predicted_total,
-            self.tokens_predicted_seconds_total,
-            self.active,  # holding a slot
-            self.queued,  # waiting for one
-        )
-        lines = [
-            f"# HELP llamacpp:{name} {text}\n# TYPE llamacpp:{name} {kind}\n"
-            f"llamacpp:{name} {value!r}\n"
-            for (name, kind, text), value in zip(METRICS, values, strict=True)
-        ]
-        return "".join(lines).encode()
+        return self.llamacpp.text(self.active, self.queued, cached=self.cache is not None)
 
-    def _finished(self, prompt_n: int, predicted_n: int, prompt_s: float, first: float) -> bytes:
+    def _finished(self, job: Completion, predicted_n: int, prompt_s: float, first: float) -> bytes:
         """The timings of a response whose last token is due now, counted for /metrics.
 
         ``prompt_s``: slot taken to first token; ``first``: the clock at the first token,
         so one token has no decode time at all.
         """
         predicted_s = anyio.current_time() - first if predicted_n > 1 else 0.0
-        self.prompt_tokens_total += prompt_n
-        self.prompt_seconds_total += prompt_s
-        self.tokens_predicted_total += predicted_n
-        self.tokens_predicted_seconds_total += predicted_s
-        return timings_json(prompt_n, prompt_s, predicted_n, predicted_s)
+        cached = job.cached_tokens or 0
+        prompt_n = job.prompt_tokens - cached
+        return self.llamacpp.timings(prompt_n, prompt_s, predicted_n, predicted_s, cached)
+
+    def _prefill_s(self, job: Completion, served: Served) -> float:
+        """The TTFT once a slot is taken: fixed, plus a cost per prompt token not cached."""
+        uncached = job.prompt_tokens - (job.cached_tokens or 0)
+        return self._jittered(served.ttft_s + self.config.prefill_ms_per_token * uncached / 1e3)
 
     def _jittered(self, seconds: float) -> float:
         jitter = self.config.jitter
@@ -207,6 +200,13 @@ class Simulator:
             self.requests += 1
             return await self._completion(conn, request, chat=path == b"/v1/chat/completions")
         status, content_type = 200, JSON
+        if path == b"/tokenize" and method == b"POST":  # llama.cpp's and vLLM's, beside /v1
+            try:
+                body = tokenize(request.body)
+            except ValueError as exc:
+                status, body = 400, error_body(str(exc), "invalid_request_error")
+            await conn.send(response_bytes(status, body, keep_alive=keep))
+            return keep_or_close(keep)
         if path == b"/health":
             body = b'{"status":"ok"}'
         elif path == b"/v1/models":
@@ -230,7 +230,10 @@ class Simulator:
         keep = request.keep_alive
         try:
             default = self.config.max_tokens_default
-            job = parse_completion(request.body, chat=chat, default_max_tokens=default)
+            keep_words = self.cache is not None
+            job = parse_completion(
+                request.body, chat=chat, default_max_tokens=default, keep_words=keep_words
+            )
             served = self.lineup.find(job.model)
             if served is None:
                 raise BadRequest(f"model '{job.model}' not found", 404)
@@ -251,6 +254,11 @@ class Simulator:
             n = min(job.max_tokens, len(words))
             job = dataclasses.replace(job, max_tokens=n, stop=n == len(words))
         plan = draw_fault(self.fault_rng, self.config, job.max_tokens)
+        if not (whole or job.ignore_eos):  # after the fault draw, which it leaves alone
+            early = early_length(self.early_rng, self.config.early_stop_rate, job.max_tokens)
+            if early is not None:
+                job = dataclasses.replace(job, max_tokens=early, stop=True)
+                plan = dataclasses.replace(plan, drop_after=min(plan.drop_after, early))
         at_once = _AT_ONCE.get(plan.fault)
         if at_once is not None:
             status, content_type, body, extra = at_once
@@ -264,6 +272,10 @@ class Simulator:
             self.counts[Outcome.RESET] += 1
             arm_reset(conn)
             return Next.ABORT
+        if self.cache is not None:  # looked up on admission; its blocks count from now on
+            cached = self.cache.admit(served.name, job.words)
+            self.prefix_cache_hit_tokens += cached
+            job = dataclasses.replace(job, cached_tokens=cached)
         self.next_id += 1
         ident = f"{'chatcmpl' if chat else 'cmpl'}-sim{self.next_id}"
         gone = False
@@ -299,6 +311,9 @@ class Simulator:
                 gone = True
             tg.cancel_scope.cancel()
         self.counts[progress.outcome] += 1
+        if self.cache is not None and progress.outcome is Outcome.OK:  # the answer is cached too
+            answer = (words[k % len(words)] for k in range(job.max_tokens))
+            self.cache.remember(served.name, (*job.words, *answer))
         return Next.ABORT if gone or progress.outcome in _ABORTED else keep_or_close(keep)
 
     async def _stream(
@@ -337,7 +352,7 @@ class Simulator:
             if head or frames.role:
                 await conn.send(head + frames.role)  # role delta before prefill, as vLLM does
             prefill_from = first = deadline
-            deadline += self._jittered(served.ttft_s)
+            deadline += self._prefill_s(job, served)
             if fault is Fault.EMPTY:
                 await anyio.sleep_until(deadline)
                 await conn.send(empty_tail(job, frames.ident, frames.created))
@@ -354,7 +369,7 @@ class Simulator:
                 if final and not no_done:
                     if not dropping:  # once per request: the timings, then the last bytes
                         prompt_s = first - prefill_from
-                        timings = self._finished(job.prompt_tokens, n, prompt_s, first)
+                        timings = self._finished(job, n, prompt_s, first)
                         last, tail = stamped_end(job, frames, timings)
                     out = last
                 else:
@@ -408,7 +423,7 @@ class Simulator:
                 progress.outcome = Outcome.SILENT
                 deadline += self.config.stall_s
             prefill_from = first = deadline
-            deadline += self._jittered(served.ttft_s)
+            deadline += self._prefill_s(job, served)
             for k in range(n):
                 if k:
                     deadline += self._gap(served.itl_s)
@@ -422,7 +437,7 @@ class Simulator:
             else:
                 if not empty:
                     prompt_s = first - prefill_from
-                    timings = self._finished(job.prompt_tokens, n, prompt_s, first)
+                    timings = self._finished(job, n, prompt_s, first)
                     body = body[:-1] + b',"timings":%b}' % timings
                 response = response_bytes(200, body, keep_alive=keep)
             await conn.send(response)
