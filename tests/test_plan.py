@@ -237,6 +237,7 @@ def test_plan_module_is_pure() -> None:
         "collections",
         "dataclasses",
         "itertools",
+        "math",
         "random",
         "loadbench",
     }

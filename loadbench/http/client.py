@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from time import perf_counter_ns
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import anyio
 import httpx
@@ -20,6 +20,7 @@ import orjson
 
 from loadbench import __version__
 from loadbench.http.sse import SSEDecoder
+from loadbench.http.stream import StreamState, item_body, read_completion, request_body
 from loadbench.http.transport import LeanTransport, MalformedResponse, tls_context
 from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
 from loadbench.scenario import Api, RequestSpec
@@ -58,156 +59,6 @@ def make_transport(
 def endpoint(base_url: str, api: Api) -> str:
     path = "/chat/completions" if api is Api.CHAT else "/completions"
     return base_url.rstrip("/") + path
-
-
-def request_body(model: str, prompt: str, api: Api, spec: RequestSpec) -> bytes:
-    """The JSON body for one prompt; built once per (model, prompt) and reused."""
-    body: dict[str, object] = {"model": model, "max_tokens": spec.max_tokens}
-    if api is Api.CHAT:
-        body["messages"] = [{"role": "user", "content": prompt}]
-    else:
-        body["prompt"] = prompt
-    if spec.temperature is not None:
-        body["temperature"] = spec.temperature
-    body["stream"] = spec.stream
-    if spec.stream:
-        body["stream_options"] = {"include_usage": True}
-    body.update(spec.extra)
-    return orjson.dumps(body)
-
-
-ServerTimings = tuple[int | None, int | None, int | None]  # prefill µs, decode µs, cached
-
-
-def llamacpp_timings(obj: dict[str, Any]) -> ServerTimings | None:
-    """llama.cpp's per-response ``timings`` (in the usage chunk, or the completion body).
-    The seam for server-native timings: another server kind that reports its own prefill
-    and decode per response needs one function of this shape, tried in ``SERVER_TIMINGS``.
-    """
-    t = obj.get("timings")
-    if type(t) is not dict:
-        return None
-    return (
-        _us_of_ms(t.get("prompt_ms")),
-        _us_of_ms(t.get("predicted_ms")),
-        _count(t.get("cache_n")),
-    )
-
-
-def _us_of_ms(value: object) -> int | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e12:
-        return round(value * 1000)
-    return None
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-SERVER_TIMINGS = (llamacpp_timings,)
-
-
-class StreamState:
-    """What one SSE response has said so far: stamps and counts, no payloads.
-    Pure (no I/O) so that arbitrary event sequences can be fed to it in tests.
-    Content is any non-empty ``delta.content`` (chat), ``text`` (completions) or a
-    reasoning delta (``reasoning_content``/``reasoning``, as vLLM and DeepSeek-style
-    servers stream thoughts): the user waits for the first of any of them. A role-only
-    delta and the final usage chunk carry no content and get no stamp.
-    """
-
-    __slots__ = (
-        "chat",
-        "completion_tokens",
-        "done",
-        "error_events",
-        "finished",
-        "malformed",
-        "prompt_tokens",
-        "server",
-        "token_ns",
-    )
-
-    def __init__(self, chat: bool) -> None:
-        self.chat = chat
-        self.token_ns: list[int] = []
-        self.done = False
-        self.finished = False
-        self.malformed = 0
-        self.error_events = 0
-        self.completion_tokens: int | None = None
-        self.prompt_tokens: int | None = None
-        self.server: ServerTimings | None = None
-
-    def feed(self, payload: bytes, now_ns: int) -> None:
-        if payload == b"[DONE]":
-            self.done = True
-            return
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self.malformed += 1
-            return
-        if type(obj) is not dict:
-            self.malformed += 1
-            return
-        choices = obj.get("choices")
-        if choices and type(choices) is list:
-            choice = choices[0]
-            if type(choice) is dict:
-                if self.chat:
-                    delta = choice.get("delta")
-                    if type(delta) is dict and (
-                        delta.get("content")
-                        or delta.get("reasoning_content")
-                        or delta.get("reasoning")
-                    ):
-                        self.token_ns.append(now_ns)
-                elif choice.get("text"):
-                    self.token_ns.append(now_ns)
-                if choice.get("finish_reason"):
-                    self.finished = True
-        usage = obj.get("usage")
-        if usage and type(usage) is dict:
-            completion = usage.get("completion_tokens")
-            if type(completion) is int and completion >= 0:
-                self.completion_tokens = completion
-            prompt = usage.get("prompt_tokens")
-            if type(prompt) is int and prompt >= 0:
-                self.prompt_tokens = prompt
-            self._server(obj)
-        elif "timings" in obj:
-            self._server(obj)
-        if "error" in obj:
-            self.error_events += 1
-
-    def _server(self, obj: dict[str, Any]) -> None:
-        for read in SERVER_TIMINGS:
-            found = read(obj)
-            if found is not None:
-                self.server = found
-                return
-
-    def describe(self, error: str) -> str:
-        """A sample message for the report; off the hot path (failures only)."""
-        return {
-            ErrorKind.ERROR_EVENT: f"{self.error_events} error event(s) in the stream",
-            ErrorKind.MALFORMED: f"{self.malformed} event(s) whose payload is not valid JSON",
-            ErrorKind.INCOMPLETE: "the stream ended with neither [DONE] nor a finish_reason",
-            ErrorKind.EMPTY: "the stream finished without any content",
-        }.get(ErrorKind(error), error)
-
-    def outcome(self, leftover: bool) -> str | None:
-        """The error class of a stream that ended cleanly at the HTTP level, or None."""
-        if self.error_events:
-            return ErrorKind.ERROR_EVENT
-        if self.malformed:
-            return ErrorKind.MALFORMED
-        if not self.done and not self.finished:
-            return ErrorKind.INCOMPLETE
-        if not self.token_ns:
-            return ErrorKind.EMPTY
-        return None
 
 
 class LoadClient:
@@ -298,14 +149,32 @@ class LoadClient:
             self._requests[key] = request
         return request
 
+    def body(
+        self, model: str, messages: list[dict[str, str]], fields: dict[str, object]
+    ) -> bytes:
+        """A workload request's body, with this client's ``[request]`` settings."""
+        return item_body(model, messages, fields, self._api, self._spec)
+
     async def execute(
-        self, *, index: int, warmup: bool, model: str, prompt: str, due_ns: int | None = None
+        self,
+        *,
+        index: int,
+        warmup: bool,
+        model: str,
+        prompt: str,
+        due_ns: int | None = None,
+        body: bytes | None = None,
+        answer: list[str] | None = None,
     ) -> RequestRecord:
         """Send one request, bounded by the target timeout; never raises except cancellation.
         ``due_ns``: when the schedule wanted it sent (open loop), the latencies' origin;
-        ``None``: now (closed loop)."""
-        request = self._request(model, prompt)
-        state = StreamState(self._api is Api.CHAT)
+        ``None``: now (closed loop). ``body``: a workload's own body, sent instead of
+        ``prompt``'s; ``answer``: a list that gets the answer's content pieces."""
+        if body is None:
+            request = self._request(model, prompt)
+        else:
+            request = self._client.build_request("POST", self._url, content=body)
+        state = StreamState(self._api is Api.CHAT, answer)
         status: int | None = None
         error: str | None = None
         detail: str | None = None
@@ -329,7 +198,7 @@ class LoadClient:
                         error = http_error(status)
                         detail = await _read_error_body(response)
                     elif not self._spec.stream:
-                        error = _read_completion(await response.aread(), state, perf_counter_ns())
+                        error = read_completion(await response.aread(), state, perf_counter_ns())
                     elif not response.headers.get("content-type", "").startswith(
                         "text/event-stream"
                     ):
@@ -386,7 +255,7 @@ class LoadClient:
             detail=self._redact(detail),
             server_prefill_us=server[0],
             server_decode_us=server[1],
-            cached_tokens=server[2],
+            cached_tokens=server[2] if server[2] is not None else state.cached_tokens,
         )
 
     def _redact(self, text: str | None) -> str | None:
@@ -421,30 +290,3 @@ async def _read_error_body(response: httpx.Response) -> str:
     except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
         pass
     return got[:_DETAIL_CHARS].decode("utf-8", "replace")
-
-
-def _read_completion(body: bytes, state: StreamState, now_ns: int) -> str | None:
-    """A non-streaming completion: E2E only; one stamp if it carries content."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ErrorKind.BAD_RESPONSE
-    if type(obj) is not dict or type(obj.get("choices")) is not list or not obj["choices"]:
-        return ErrorKind.BAD_RESPONSE
-    choice = obj["choices"][0]
-    if type(choice) is not dict:
-        return ErrorKind.BAD_RESPONSE
-    message = choice.get("message")
-    text = message.get("content") if type(message) is dict else choice.get("text")
-    usage = obj.get("usage")
-    if type(usage) is dict:
-        completion = usage.get("completion_tokens")
-        if type(completion) is int and completion >= 0:
-            state.completion_tokens = completion
-        prompt = usage.get("prompt_tokens")
-        if type(prompt) is int and prompt >= 0:
-            state.prompt_tokens = prompt
-    state._server(obj)
-    if not text:
-        return ErrorKind.EMPTY
-    return None

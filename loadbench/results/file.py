@@ -42,7 +42,7 @@ def environment() -> dict[str, object]:
     }
 
 
-# As run.engine.MAX_PROMPT_FIGURES: the engine folds per-prompt figures up to this many.
+# As run.prompt_figures.MAX_PROMPT_FIGURES: the engine folds per-prompt figures up to this many.
 _MAX_PROMPTS = 100
 OUTLIER_RULE = (
     "a prompt is an outlier on a metric when its p50 is over 2x or under 0.5x the median "

@@ -14,8 +14,9 @@ sees the same arrivals and prompt order, so differences between them are the mod
 from __future__ import annotations
 
 import itertools
+import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from loadbench.scenario import Arrival, LoadMode, Scenario
@@ -35,8 +36,18 @@ class StagePlan:
     warmup: int  # the first ``warmup`` request indices are warmup
     requests: int | None  # measured requests (after warmup) when count-bounded
     duration_s: float | None  # measured window when duration-bounded
-    offsets_ns: tuple[int, ...]  # open loop: due offset of request i from the stage start
+    offsets_ns: tuple[int, ...]  # open loop: due offset of unit i from the stage start
     prompt_order: tuple[int, ...]  # request i uses prompts[prompt_order[i % len(...)]]
+    # A unit is one request, or one session of ``turns`` requests (indices u*turns + t):
+    # closed loop keeps ``concurrency`` sessions in flight, open loop schedules their starts.
+    turns: int = 1
+    ramp_s: float | None = None  # load rises over this long first; those requests are warmup
+    speedup: float | None = None  # a trace's replay speed: the stage replays the trace
+
+    @property
+    def units(self) -> int:
+        """Open loop: scheduled units (requests, or session starts)."""
+        return len(self.offsets_ns)
 
     @property
     def max_streams(self) -> int:
@@ -47,14 +58,22 @@ class StagePlan:
 
     @property
     def label(self) -> str:
+        if self.speedup is not None:
+            return f"trace x{self.speedup:g}"
         if self.mode is LoadMode.RATE:
             return f"rate={self.rate:g}/s"
         return f"c={self.concurrency}"
 
 
-def plan_stages(s: Scenario) -> tuple[StagePlan, ...]:
-    """One stage per model (outer) and per load value (inner), in the file's order."""
+def plan_stages(s: Scenario, trace_ns: Sequence[int] = ()) -> tuple[StagePlan, ...]:
+    """One stage per model (outer) and per load value (inner), in the file's order.
+
+    ``trace_ns``: a trace's due offsets, already sped up (``loadbench.workload.schedule``);
+    with a trace each model gets one stage that replays it, whatever ``[load]`` lists.
+    """
     load = s.load
+    if s.workload is not None and s.workload.trace is not None:
+        return tuple(plan_trace(s, model, trace_ns) for model in s.models)
     values: tuple[int, ...] | tuple[float, ...] = (
         load.rate if load.mode is LoadMode.RATE else load.concurrency
     )
@@ -65,6 +84,34 @@ def plan_stages(s: Scenario) -> tuple[StagePlan, ...]:
     return tuple(stages)
 
 
+def plan_trace(s: Scenario, model: str, trace_ns: Sequence[int]) -> StagePlan:
+    """The trace's schedule as an open-loop stage: the first ``warmup`` entries warm up,
+    then ``requests`` entries, or every entry due within ``duration_s``, or all of it."""
+    load = s.load
+    warmup = min(load.warmup, len(trace_ns))
+    offsets = tuple(trace_ns)
+    if load.requests is not None:
+        offsets = offsets[: warmup + load.requests]
+    elif load.duration_s is not None and len(offsets) > warmup:
+        end = offsets[warmup] + round(load.duration_s * _NS)
+        offsets = offsets[:warmup] + tuple(o for o in offsets[warmup:] if o < end)
+    span_s = (offsets[-1] - offsets[0]) / _NS if len(offsets) > 1 else 0.0
+    speedup = s.workload.trace.speedup if s.workload and s.workload.trace else 1.0
+    return StagePlan(
+        model=model,
+        mode=LoadMode.RATE,
+        concurrency=None,
+        rate=round(len(offsets) / span_s, 4) if span_s > 0 else float(len(offsets)),
+        max_concurrency=load.max_concurrency,
+        warmup=warmup,
+        requests=len(offsets) - warmup,
+        duration_s=None,
+        offsets_ns=offsets,
+        prompt_order=(),
+        speedup=speedup,
+    )
+
+
 def plan_stage(s: Scenario, model: str, value: float) -> StagePlan:
     """One stage of ``s`` for ``model`` at one load value (a concurrency or a rate); the
     same arguments give the same plan, so a search can plan its stages one at a time."""
@@ -72,33 +119,64 @@ def plan_stage(s: Scenario, model: str, value: float) -> StagePlan:
     is_rate = load.mode is LoadMode.RATE
     label = f"rate={value:g}/s" if is_rate else f"c={value}"
     seed = f"{load.seed}:{label}"
+    sessions = s.workload.sessions if s.workload is not None else None
+    turns = sessions.turns if sessions is not None else 1
+    warmup = -(-load.warmup // turns) * turns  # whole sessions
     offsets: tuple[int, ...] = ()
     rng = random.Random(f"{seed}:arrivals")
-    if is_rate and load.requests is not None:
-        n = load.warmup + load.requests
-        offsets = arrival_offsets_ns(n, value, load.arrival, load.burstiness, rng)
-    elif is_rate and load.duration_s is not None:
-        offsets = _offsets_for_window(
-            load.warmup, load.duration_s, value, load.arrival, load.burstiness, rng
-        )
+    ramp_s = load.ramp_s
+    if is_rate:
+        arrivals = _arrivals(value, load.arrival, load.burstiness, rng)
+        head: list[int] = []
+        if ramp_s:
+            head, arrivals = _ramped(arrivals, ramp_s)
+        if load.requests is not None:
+            n = -(-(warmup + load.requests) // turns)
+            offsets = (*head, *itertools.islice(arrivals, n))
+        elif load.duration_s is not None:
+            window = _offsets_for_window(warmup // turns, load.duration_s, arrivals)
+            offsets = (*head, *window)
+        warmup += len(head) * turns
     if load.requests is not None:
-        count = load.warmup + load.requests
+        count = warmup + load.requests
     elif is_rate:
         count = len(offsets)
     else:
         count = len(s.prompts)  # closed loop for a duration: the engine cycles one round
+    prompts = 0 if s.workload is not None else len(s.prompts)
     return StagePlan(
         model=model,
         mode=load.mode,
         concurrency=None if is_rate else int(value),
         rate=float(value) if is_rate else None,
         max_concurrency=load.max_concurrency if is_rate else None,
-        warmup=load.warmup,
+        warmup=warmup,
         requests=load.requests,
         duration_s=load.duration_s,
         offsets_ns=offsets,
-        prompt_order=_prompt_order(len(s.prompts), count, random.Random(f"{seed}:prompts")),
+        prompt_order=_prompt_order(prompts, count, random.Random(f"{seed}:prompts")),
+        turns=turns,
+        ramp_s=ramp_s,
     )
+
+
+def _ramped(arrivals: Iterator[int], ramp_s: float) -> tuple[list[int], Iterator[int]]:
+    """The arrivals of a rate that rises linearly from 0 over ``ramp_s``, then stays: the
+    ramp's own, and an iterator over every one after it.
+
+    A time change of the steady schedule: at steady time u the ramped clock reads
+    sqrt(2 u ramp_s) while u < ramp_s / 2 (the share a linear ramp delivers by its end),
+    then u + ramp_s / 2. Poisson stays Poisson and gamma gaps keep their shape.
+    """
+    ramp_ns = ramp_s * _NS
+    half_ns = ramp_ns / 2
+    head: list[int] = []
+    for u in arrivals:
+        if u >= half_ns:
+            rest = (round(v + half_ns) for v in itertools.chain((u,), arrivals))
+            return head, rest
+        head.append(round(math.sqrt(2 * u * ramp_ns)))
+    return head, iter(())
 
 
 def arrival_offsets_ns(
@@ -117,27 +195,19 @@ def arrival_offsets_ns(
     return tuple(next(offsets) for _ in range(n))
 
 
-def _offsets_for_window(
-    warmup: int,
-    duration_s: float,
-    rate: float,
-    arrival: Arrival,
-    burstiness: float,
-    rng: random.Random,
-) -> tuple[int, ...]:
+def _offsets_for_window(warmup: int, duration_s: float, offsets: Iterator[int]) -> list[int]:
     """Warmup arrivals at the head, then every arrival inside the measured window.
 
     The window opens at the first measured arrival's due time (the warmup's span at the
     same rate) and lasts ``duration_s``: every offset is below that span + ``duration_s``.
     """
-    offsets = _arrivals(rate, arrival, burstiness, rng)
     head = [next(offsets) for _ in range(warmup)]
     first = next(offsets)
     end_ns = first + round(duration_s * _NS)
     window = [first] if first < end_ns else []
     while window and (due := next(offsets)) < end_ns:
         window.append(due)
-    return (*head, *window)
+    return [*head, *window]
 
 
 def _arrivals(

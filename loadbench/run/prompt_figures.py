@@ -1,0 +1,60 @@
+"""Per-prompt medians within a stage: which prompt of a set is slow, folded as requests end.
+
+Apart from the engine because it is a fold of its own (two histograms per prompt seen,
+nothing per request), used only when a stage has 2 to ``MAX_PROMPT_FIGURES`` prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
+
+from loadbench.metrics import new_histogram, percentile_ms, record
+from loadbench.records import RequestRecord
+
+__all__ = ["MAX_PROMPT_FIGURES", "PromptFigures", "PromptFold"]
+
+# Per-prompt figures for a prompt set of 2 up to this many prompts (two histograms each,
+# ~190 KB apiece); beyond it, a dataset's prompts are too many to tell apart in a table.
+MAX_PROMPT_FIGURES = 100
+
+
+@dataclass(frozen=True)
+class PromptFigures:
+    """One prompt's ok measured requests in a stage, with their medians in ms from the
+    due time; ``ttft_p50_ms`` is None when none of them streamed a token."""
+
+    count: int
+    ttft_p50_ms: float | None
+    e2e_p50_ms: float
+
+
+class PromptFold:
+    """Per-prompt TTFT and E2E histograms, folded from each ok measured request: bounded
+    state (two histograms per prompt seen), nothing kept per request."""
+
+    def __init__(self, order: Sequence[int]) -> None:
+        self._order = order
+        self._hs: dict[int, tuple[HdrHistogram, HdrHistogram]] = {}
+
+    def add(self, rec: RequestRecord) -> None:
+        prompt = self._order[rec.index % len(self._order)]
+        hs = self._hs.get(prompt)
+        if hs is None:
+            hs = self._hs[prompt] = (new_histogram(), new_histogram())
+        due = min(rec.due_ns, rec.sent_ns)  # as the stage's accumulator counts it
+        record(hs[1], (rec.end_ns - due + 500) // 1000)
+        if rec.token_ns:
+            record(hs[0], (rec.token_ns[0] - due + 500) // 1000)
+
+    def finish(self) -> dict[int, PromptFigures]:
+        return {
+            prompt: PromptFigures(
+                count=e2e.total_count,
+                ttft_p50_ms=percentile_ms(ttft, 50.0) if ttft.total_count else None,
+                e2e_p50_ms=percentile_ms(e2e, 50.0),
+            )
+            for prompt, (ttft, e2e) in sorted(self._hs.items())
+        }
