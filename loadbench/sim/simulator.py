@@ -62,6 +62,7 @@ from loadbench.sim.prompts import PrefixCache, early_length, tokenize
 from loadbench.sim.served import Lineup, Served
 
 _COMPLETION_PATHS = (b"/v1/chat/completions", b"/v1/completions")
+_POST_ONLY = (*_COMPLETION_PATHS, b"/tokenize")
 # Faults answered as soon as the request is read, without a slot:
 # status, content type, body, extra header lines.
 _AT_ONCE = {
@@ -216,7 +217,7 @@ class Simulator:
         elif path == b"/metrics":
             body, content_type = self.metrics(), PROMETHEUS
         else:
-            status = 405 if path in _COMPLETION_PATHS else 404
+            status = 405 if path in _POST_ONLY else 404
         if method != b"GET" and status == 200:
             status = 405
         if status != 200:
