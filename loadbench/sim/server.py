@@ -2,10 +2,12 @@
 
 It models what shapes an inference server's latency: ``slots`` requests decode together
 (continuous batching) while the rest wait FIFO; the first token comes ``ttft_ms`` after a
-slot is taken; each later gap is ``itl_ms`` stretched by the batch size. Token deadlines are
-absolute (``anyio.sleep_until``), so a slow event loop shows as late tokens, not as a slower
-model. Every SSE event is written as its own HTTP chunk at its due time, so a client's
-timestamps measure the simulated timing, as against a real server.
+slot is taken, plus ``prefill_ms_per_token`` for each prompt token its prefix cache (when
+on) does not hold; each later gap is ``itl_ms`` stretched by the batch size; a share of
+answers (``early_stop_rate``) ends early unless the request asks for ``ignore_eos``.
+Token deadlines are absolute (``anyio.sleep_until``), so a slow event loop shows as late
+tokens, not as a slower model. Every SSE event is written as its own HTTP chunk at its
+due time, so a client's timestamps measure the simulated timing, as against a real server.
 
 It mimics llama.cpp's per-response ``timings`` and its Prometheus ``GET /metrics``, so that
 loadbench's server-side split (TTFT = server prefill + queueing, network and harness) and

@@ -5,7 +5,8 @@ generators) and how it answers each request on a connection: routes, then a comp
 streamed or whole, each token at its absolute due time. ``serve`` in
 :mod:`loadbench.sim.server` listens and hands it every connection. ``SimConfig`` and the
 pure parts (request parsing, fault draw, response bytes) live in ``sim.faults``; the
-hand-written HTTP/1.1 in ``sim.http``; llama.cpp's formats in ``sim.llamacpp``.
+tokenizer, prefix cache and early stops in ``sim.prompts``; the hand-written HTTP/1.1 in
+``sim.http``; llama.cpp's formats in ``sim.llamacpp``.
 """
 
 from __future__ import annotations
