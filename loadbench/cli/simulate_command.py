@@ -138,6 +138,26 @@ from loadbench.errors import UsageError
     "--stall-s", type=float, default=30.0, show_default=True, help="Length of a stall or a silence."
 )
 @click.option(
+    "--prefill-ms-per-token",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Time to first token grows by this per prompt token not in the prefix cache.",
+)
+@click.option(
+    "--early-stop-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of answers that stop before max_tokens (never with ignore_eos).",
+)
+@click.option(
+    "--prefix-cache",
+    is_flag=True,
+    default=False,
+    help="Remember prompt prefixes (16-word blocks): a hit skips their prefill time.",
+)
+@click.option(
     "--model",
     "models",
     multiple=True,

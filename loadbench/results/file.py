@@ -132,6 +132,7 @@ def stage_to_dict(stage: StageResult, prompt_ids: Sequence[str] = ()) -> dict[st
             else {"connections": {"preopened": fig.preopened, "opened": fig.opened}}
         ),
         **({} if prompts is None else {"prompts": prompts}),
+        **({} if stage.lengths is None else {"lengths": stage.lengths.to_dict()}),
         **({} if (delivery := delivery_block(fig)) is None else {"delivery": delivery}),
         "client": stage.client.to_dict(),
         "server": stage.server.to_dict() if stage.server is not None else None,

@@ -265,7 +265,8 @@ async def _closed_loop(
                     answer=answer,
                 )
                 if not warmup:
-                    live.pace(previous, rec)
+                    think = work.item(i).think_time_s if work is not None and i % turns else 0.0
+                    live.pace(previous, rec, round(think * 1e9))
                 previous = rec
                 return rec
 

@@ -59,12 +59,14 @@ class Lengths:
     output_short: int = 0  # answers with fewer tokens than max_tokens
     output_by_usage: int = 0  # of ``ok``, how many were counted by the server's usage
     turns: dict[int, Turn] = field(default_factory=dict)
+    tokenizer: str = ""  # which tokenizer sized the prompts, and why that one
+    approximate: bool = False  # the counts are estimates: the report says so beside them
 
-    def to_dict(self, *, tokenizer: str, approximate: bool) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
             "ok": self.ok,
-            "tokenizer": tokenizer,
-            "approximate": approximate,
+            "tokenizer": self.tokenizer,
+            "approximate": self.approximate,
             "input_tokens": {
                 "requested_mean": _mean(self.input_requested, self.input_requested_n),
                 "counted_mean": _mean(self.input_counted, self.input_counted_n),
@@ -109,8 +111,8 @@ class Lengths:
 class LengthFold:
     """Folds each finished request with what its item asked for; off the per-event path."""
 
-    def __init__(self, sessions: bool) -> None:
-        self.lengths = Lengths()
+    def __init__(self, sessions: bool, tokenizer: str = "", approximate: bool = False) -> None:
+        self.lengths = Lengths(tokenizer=tokenizer, approximate=approximate)
         self._sessions = sessions
 
     def add(

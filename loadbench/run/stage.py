@@ -108,11 +108,12 @@ class LiveStage:
             if self.stop is not None:
                 self.stop()
 
-    def pace(self, previous: RequestRecord | None, rec: RequestRecord) -> None:
-        """One worker's next request: the gap since its last one ended is harness time."""
+    def pace(self, previous: RequestRecord | None, rec: RequestRecord, think_ns: int = 0) -> None:
+        """One worker's next request: the gap since its last one ended is harness time,
+        less a session's think time, which the scenario asked for."""
         self.worker_busy_ns += rec.end_ns - rec.sent_ns
         if previous is not None:
-            self.worker_gap_ns += max(rec.sent_ns - previous.end_ns, 0)
+            self.worker_gap_ns += max(rec.sent_ns - previous.end_ns - think_ns, 0)
 
     def finish(self, *, interrupted: bool) -> StageResult:
         total = self.worker_busy_ns + self.worker_gap_ns

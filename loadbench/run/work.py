@@ -76,7 +76,8 @@ class StageWork:
         self._body = body
         self.size = min(items_needed(plan), len(pool))
         self.turns = plan.turns
-        self.fold = LengthFold(sessions=plan.turns > 1)
+        w = pool.workload
+        self.fold = LengthFold(plan.turns > 1, w.tokenizer_note, w.approximate)
 
     @classmethod
     async def prepare(cls, pool: WorkPool, plan: StagePlan, body: Body) -> StageWork:

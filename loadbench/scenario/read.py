@@ -380,7 +380,10 @@ def _simulate(c: Checker, target: Mapping[str, object]) -> SimulateSpec | None:
 
 
 def _prompts(c: Checker, doc: Mapping[str, object], folder: Path) -> tuple[PromptSet, str | None]:
-    """Prompts with their ids and aspects (``read_models``), from the file or inline."""
+    """Prompts with their ids and aspects (``read_models``), from the file or inline; none
+    with a ``[workload]`` that leaves out ``[prompts]`` (the workload makes its own)."""
+    if "prompts" not in doc and "workload" in doc:
+        return ((), (), ()), None
     raw = c.table(doc, "prompts", "prompts", _PROMPT_KEYS)
     if raw is None:
         return ((), (), ()), None
