@@ -481,3 +481,55 @@ warmup = 1
     stages = {s["model"]: s for s in doc["stages"]}
     assert [stages[n]["requests"]["ok"] for n in models] == [2, 2]
     assert doc["scenario"]["model_targets"][JUDGE_ALIAS]["base_url"] == judge.url
+
+
+# -- a workload sized by the server's own tokenizer -----------------------------------------
+
+
+def test_llama_cpp_tokenize_sizes_the_prompts_and_usage_confirms(
+    server: Server, tmp_path: Path
+) -> None:
+    """`tokenizer = "server"`: prompts cut to 64 tokens by llama.cpp's POST /tokenize; the
+    completions API adds no chat template, so usage.prompt_tokens is those 64 and the BOS."""
+    scenario = tmp_path / "workload.toml"
+    scenario.write_text(
+        f"""name = "real-workload"
+[target]
+base_url = "{server.url}"
+api = "completions"
+timeout_s = 60
+[[models]]
+name = "smollm2"
+[request]
+temperature = 0
+extra = {{ cache_prompt = false }}
+[workload]
+input_tokens = 64
+output_tokens = 8
+ignore_eos = true
+tokenizer = "server"
+[load]
+concurrency = [2]
+requests = 4
+seed = 1
+""",
+        encoding="utf-8",
+    )
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadbench", "run", str(scenario), "-q", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    (stage,) = json.loads(out.read_text(encoding="utf-8"))["stages"]
+    lengths = stage["lengths"]
+    assert lengths["ok"] == 4
+    assert lengths["approximate"] is False
+    assert "llama.cpp /tokenize" in lengths["tokenizer"]
+    assert lengths["input_tokens"]["requested_mean"] == 64
+    assert lengths["input_tokens"]["counted_mean"] == 64
+    assert 64 <= lengths["input_tokens"]["measured_mean"] <= 65  # + BOS
+    assert lengths["output_tokens"]["measured_mean"] == 8
+    assert lengths["osl_mismatch"] == 0.0

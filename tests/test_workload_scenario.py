@@ -39,7 +39,8 @@ def _load(tmp_path: Path, workload: str) -> object:
     for name in ("sample.jsonl", "sample-sharegpt.json", "sample-trace.jsonl"):
         shutil.copy(DATA / name, tmp_path / name)
     path = tmp_path / "s.toml"
-    path.write_text(BASE + workload, encoding="utf-8")
+    base = BASE.replace("concurrency = [1]\n", "") if "trace" in workload else BASE
+    path.write_text(base + workload, encoding="utf-8")
     return load_scenario(path, env={})
 
 
@@ -216,8 +217,8 @@ def test_a_bad_dataset_names_its_lines(tmp_path: Path) -> None:
     )
 
 
-def test_a_run_refuses_a_workload_it_cannot_send_yet(tmp_path: Path) -> None:
-    """Until the engine sends work items, `run` says so (exit 2) instead of ignoring it."""
+def test_a_workload_is_not_split_across_workers_yet(tmp_path: Path) -> None:
+    """Workers would each need the items: `run` says so (exit 2) instead of ignoring it."""
     from click.testing import CliRunner
 
     from loadbench.cli import main
@@ -225,11 +226,12 @@ def test_a_run_refuses_a_workload_it_cannot_send_yet(tmp_path: Path) -> None:
     path = tmp_path / "w.toml"
     path.write_text(
         '[target.simulate]\nttft_ms = 5\nitl_ms = 1\n[[models]]\nname = "m"\n'
-        '[prompts]\nitems = ["hi"]\n[load]\nconcurrency = [1]\nrequests = 1\n'
+        "[load]\nconcurrency = [1]\nrequests = 1\n"
         "[workload]\ninput_tokens = 64\n",
         encoding="utf-8",
     )
-    result = CliRunner().invoke(main, ["run", str(path), "-o", str(tmp_path / "r.json")])
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "--workers", "2"])
     assert result.exit_code == 2, result.output
-    assert "[workload]" in result.output
-    assert not (tmp_path / "r.json").exists()
+    assert "[workload] cannot be split across --workers" in result.output
+    assert not out.exists()
