@@ -310,6 +310,8 @@ class Scenario:
                 "max_error_rate": ld.max_error_rate,
                 "max_duration_s": ld.max_duration_s,
                 **({"workers": ld.workers} if ld.workers is not None else {}),
+                # [load] search, which replays from the result file into summary.search
+                **({"search": dataclasses.asdict(ld.search)} if ld.search is not None else {}),
             },
             "slo": [t.source for t in self.slo],
             "monitor": {"interval_s": self.monitor.interval_s},

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from loadbench.scenario.checks import Checker
-from loadbench.scenario.model import Arrival, LoadMode, LoadSpec
+from loadbench.scenario.model import Arrival, LoadMode, LoadSpec, SearchSpec
 
 MAX_STAGE_REQUESTS = 1_000_000  # warmup + measured, per stage: the plan holds them all
 MAX_CONCURRENCY = 100_000
@@ -22,6 +22,9 @@ MIN_RATE = 0.001  # requests/s; keeps every due time a finite, reasonable number
 MIN_BURSTINESS, MAX_BURSTINESS = 0.01, 100.0  # gap CV from 10 down to 0.1
 INT64 = 2**63
 
+# A rate search's bisections: at most log2 of this, so precision >= (high - low) / this.
+MAX_SEARCH_SPLIT = 2**20
+_SEARCH_KEYS = ("over", "low", "high", "precision")
 MAX_WORKERS = 1024  # worker processes per stage; past a few dozen, spread them with --ray
 _LOAD_KEYS = tuple(f.name for f in dataclasses.fields(LoadSpec) if f.name != "mode")
 
@@ -33,7 +36,13 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
     mode = LoadMode.RATE if "rate" in raw else LoadMode.CONCURRENCY
     concurrency: list[int | None] = []
     rate: list[float | None] = []
-    if ("concurrency" in raw) == ("rate" in raw):
+    search: SearchSpec | None = None
+    if "search" in raw:
+        if "concurrency" in raw or "rate" in raw:
+            c.add("load: expected either search or a concurrency or rate list, got both")
+        search = read_search(c, raw["search"], doc)
+        mode = search.over if search is not None else mode
+    elif ("concurrency" in raw) == ("rate" in raw):
         c.add("load: expected exactly one of concurrency or rate")
     elif mode is LoadMode.CONCURRENCY:
         items = c.each("load.concurrency", raw["concurrency"], "positive integers")
@@ -99,7 +108,7 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
     if (
         None in concurrency
         or None in rate
-        or (not concurrency and not rate)
+        or (not concurrency and not rate and search is None)
         or arrival is None
         or burstiness is None
         or (requests is None and duration_s is None)
@@ -121,7 +130,71 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         max_error_rate=max_error_rate,
         max_duration_s=max_duration_s,
         workers=workers,
+        search=search,
     )
+
+
+def read_search(c: Checker, value: object, doc: Mapping[str, object]) -> SearchSpec | None:
+    """``[load] search = { over, low, high, precision }``, each bad part one problem.
+
+    Concurrency bounds and precision are integers (a stage runs a whole number of
+    workers); a rate's precision defaults to a sixteenth of the bracket, a concurrency's
+    to 1. A search judges its stages against ``[slo]``, so it needs one.
+    """
+    if not isinstance(value, dict):
+        c.expected("load.search", 'a table such as { over = "rate", low = 1, high = 16 }', value)
+        return None
+    c.unknown_keys("load.search", value, _SEARCH_KEYS)
+    missing = [k for k in ("over", "low", "high") if k not in value]
+    if missing:
+        c.add(f"load.search: expected over, low and high, missing {', '.join(missing)}")
+    slo = doc.get("slo")
+    if not isinstance(slo, Mapping) or not slo:
+        c.add("load.search: a search needs at least one [slo] limit")
+    over_text = (
+        c.choice("load.search.over", value.get("over"), LoadMode) if "over" in value else None
+    )
+    if missing or over_text is None:
+        return None
+    over = LoadMode(over_text)
+    low, high = (_search_bound(c, over, k, value[k]) for k in ("low", "high"))
+    precision: float | None = None
+    if "precision" in value:
+        key, raw_p = "load.search.precision", value["precision"]
+        if over is LoadMode.CONCURRENCY:
+            precision = c.integer(key, raw_p, 1, MAX_CONCURRENCY)
+        else:
+            precision = c.number(key, raw_p, positive=True)
+    if low is None or high is None:
+        return None
+    if low >= high:
+        c.add(
+            f"load.search: expected low < high, got low = {low:g} and high = {high:g}: "
+            "the bracket is empty"
+        )
+        return None
+    if precision is None and "precision" in value:
+        return None
+    if precision is None:
+        precision = 1 if over is LoadMode.CONCURRENCY else (high - low) / 16
+    elif over is LoadMode.RATE and precision * MAX_SEARCH_SPLIT < high - low:
+        c.add(
+            f"load.search.precision: expected at least (high - low) / {MAX_SEARCH_SPLIT} = "
+            f"{(high - low) / MAX_SEARCH_SPLIT:.3g}, got {precision:g}"
+        )
+        return None
+    return SearchSpec(over=over, low=low, high=high, precision=precision)
+
+
+def _search_bound(c: Checker, over: LoadMode, name: str, value: object) -> float | None:
+    key = f"load.search.{name}"
+    if over is LoadMode.CONCURRENCY:
+        return c.integer(key, value, 1, MAX_CONCURRENCY)
+    x = c.number(key, value, positive=True)
+    if x is not None and x < MIN_RATE:
+        c.expected(key, f"a rate of at least {MIN_RATE:g} requests/s", value)
+        return None
+    return x
 
 
 def stage_size_problems(load: LoadSpec) -> list[str]:
@@ -131,7 +204,8 @@ def stage_size_problems(load: LoadSpec) -> list[str]:
         total = load.warmup + load.requests
         problems.append(f"load: expected warmup + requests <= {MAX_STAGE_REQUESTS}, got {total}")
     if load.mode is LoadMode.RATE and load.duration_s is not None:
-        for r in load.rate:
+        search_high = (load.search.high,) if load.search is not None else ()
+        for r in (*load.rate, *search_high):
             total_f = load.warmup + r * load.duration_s
             if total_f > MAX_STAGE_REQUESTS:
                 problems.append(
