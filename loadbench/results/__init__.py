@@ -1,5 +1,5 @@
 """The result file and what is computed from it: its format and schema, summaries and
-scaling analysis, comparison of two runs and merging of several.
+scaling analysis (with a search's answer), comparison of two runs and merging of several.
 """
 
 from loadbench.results.analysis import summarize_run
@@ -14,6 +14,7 @@ from loadbench.results.file import (
     write_atomic,
 )
 from loadbench.results.merge import merge_results
+from loadbench.results.search import search_block, search_line, stage_verdict
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -25,6 +26,9 @@ __all__ = [
     "load_result",
     "merge_results",
     "parse_tolerance",
+    "search_block",
+    "search_line",
+    "stage_verdict",
     "summarize_run",
     "thresholds_of",
     "write_atomic",

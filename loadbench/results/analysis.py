@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
+from loadbench.results.search import search_summary, search_thresholds
 from loadbench.thresholds import Threshold, ThresholdResult, evaluate
 
 __all__ = [
@@ -268,9 +269,15 @@ def summarize_run(doc: Mapping[str, Any], thresholds: Sequence[Threshold] = ()) 
 
     ``meets_slo`` is None on every point when there are no thresholds; then
     ``max_load_within_slo`` is None too. A knee or saturation of None means the curve
-    showed none.
+    showed none. A run of a ``[load] search`` adds ``search`` (one block per model, see
+    :mod:`loadbench.results.search`), and its ``[slo]`` judges every point even when the
+    run's own checks left it out (a search's stages above the answer fail it by design).
     """
     stages = [s for s in doc.get("stages", ()) if isinstance(s, Mapping)]
+    search = search_summary(doc)
+    if search is not None:  # a search's [slo] judges its stages, wherever checks came from
+        known = {t.source for t in thresholds}
+        thresholds = [*thresholds, *(t for t in search_thresholds(doc) if t.source not in known)]
     verdicts = evaluate(thresholds, stages) if thresholds else None
     groups: dict[tuple[str, str], list[tuple[Mapping[str, Any], list[ThresholdResult] | None]]]
     groups = {}
@@ -281,4 +288,5 @@ def summarize_run(doc: Mapping[str, Any], thresholds: Sequence[Threshold] = ()) 
         "knee_rule": KNEE_RULE,
         "slo": [t.source for t in thresholds],
         "models": [_model_summary(model, mode, g) for (model, mode), g in groups.items()],
+        **({} if search is None else {"search": search}),
     }
