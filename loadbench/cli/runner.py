@@ -24,6 +24,7 @@ from pathlib import Path
 from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
+from loadbench.cli.search_run import gating_slo, list_over_search
 from loadbench.cli.stream_delivery import with_connection_options
 from loadbench.cli.target import backend_options, find_server_pid, target, workers_of
 from loadbench.errors import UsageError
@@ -100,6 +101,7 @@ def prepare(
         duration_s=duration_s,
     )
     scenario = with_connection_options(scenario, connections, quickack)
+    scenario = list_over_search(scenario, bool(concurrency or rate))
     if scenario.workload is not None:
         # Read and checked (loadbench.workload builds the requests), but the engine does not
         # send them yet: refusing beats a run that silently ignores the section.
@@ -107,15 +109,16 @@ def prepare(
             f"{scenario.path}: [workload]: the section is valid, but this version does not "
             "send workloads yet (token lengths, datasets, traces, sessions); remove it to run"
         )
-    checks = (*scenario.slo, *(parse_threshold(t) for t in thresholds))
+    checks = (*gating_slo(scenario), *(parse_threshold(t) for t in thresholds))
     from loadbench.cli.lineup import read_catalog_of, with_capability
 
     catalog = read_catalog_of(scenario)
     if capability is not None:
         scenario = with_capability(scenario, catalog, capability)
-    from loadbench.run import plan_stages
+    from loadbench.run import plan_stages, search_plans
 
     plans = plan_stages(scenario)
+    plans = plans if scenario.load.search is None else search_plans(scenario)
     for path, what in ((output, "the results"), (records, "the records")):
         if path is not None and path.is_dir():
             raise UsageError(f"{path}: is a directory, expected a file name for {what}")
@@ -308,13 +311,14 @@ def _execute(
             if sampling:
                 await sample_and_score(run, scenario, url, api_key, judge_key)
             before = len(state.stages)
-            try:
+
+            async def run_plans(plans: list[Any]) -> None:
                 if fleet is not None:
                     from loadbench.workers import run_stages_in_workers
 
                     await run_stages_in_workers(
                         scenario,
-                        model_plans,
+                        plans,
                         run.base_url,
                         fleet,
                         workers=fleet.count,
@@ -330,7 +334,7 @@ def _execute(
                     )
                 else:
                     await run_stages(
-                        model_plans,
+                        plans,
                         scenario.prompts,
                         client,
                         state,
@@ -342,9 +346,18 @@ def _execute(
                         scraper,
                         run.served_as,
                     )
+
+            judged = None  # a search: the stages that say whether the model failed
+            try:
+                if scenario.load.search is None:
+                    await run_plans(model_plans)
+                else:
+                    from loadbench.cli.search_run import search_model
+
+                    judged = await search_model(scenario, run.name, run_plans, state, console)
             finally:
                 state.stale_reuses += client.stale_reuses
-            status_after(run, state.stages[before:])
+            status_after(run, state.stages[before:] if judged is None else judged)
         if run.status != OK:
             console.print(f"{run.name}: {run.status}: {run.reason}", style="yellow")
 
