@@ -39,6 +39,7 @@ from loadbench.report.delivery_section import delivery_blocks
 from loadbench.report.models_section import models_blocks
 from loadbench.report.prompts_section import prompts_blocks
 from loadbench.report.resources import resources_blocks
+from loadbench.report.search_section import search_blocks
 from loadbench.report.serverside_sections import server_side
 
 TITLE = "loadbench report"
@@ -250,6 +251,7 @@ def _model_sections(runs: Sequence[Run]) -> Iterator[Block]:
             yield _stage_table(doc, model)
             yield Heading(3, "Highlights")
             yield _highlights(doc, model)
+            yield from search_blocks(doc, model)
             yield from server_side(doc, model)
             yield from resources_blocks(doc, model)
             yield from prompts_blocks(doc, model)
