@@ -54,9 +54,10 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
-## sweep: run any scenario (make sweep SCENARIO=scenarios/poisson.toml)
+## sweep: run any scenario, a [load] search too (make sweep SCENARIO=scenarios/search.toml
+## REPORT_DIR=results/search-report); OUTPUT= names the result file, ARGS= adds options
 sweep: $(STAMP)
-	$(BIN)/loadbench run $(SCENARIO) $(if $(OUTPUT),-o $(OUTPUT)) $(ARGS)
+	$(BIN)/loadbench run $(SCENARIO) $(if $(OUTPUT),-o $(OUTPUT)) $(if $(REPORT_DIR),--report-dir $(REPORT_DIR)) $(ARGS)
 
 ## report: Markdown report and plots of result files (make report RESULT="results/a.json results/b.json")
 report: $(STAMP)

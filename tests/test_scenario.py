@@ -93,6 +93,7 @@ def test_shipped_scenarios_are_the_ones_promised() -> None:
         "llama-cpp-cold.toml",
         "llama-cpp.toml",
         "poisson.toml",
+        "search.toml",
     ]
 
 
