@@ -57,8 +57,8 @@ class StampedStreamState(StreamState):
 
     __slots__ = ("server_r", "server_t")
 
-    def __init__(self, chat: bool) -> None:
-        super().__init__(chat)
+    def __init__(self, chat: bool, texts: list[str] | None = None) -> None:
+        super().__init__(chat, texts)
         self.server_t: list[int] = []
         self.server_r = 0
         _CURRENT.set(self)  # the worker task's context: StaggeredClient.execute reads it
@@ -85,14 +85,21 @@ class StaggeredClient(LoadClient):
         self.stamped: list[StampedRequest] = []
 
     async def execute(
-        self, *, index: int, warmup: bool, model: str, prompt: str, due_ns: int | None = None
+        self,
+        *,
+        index: int,
+        warmup: bool,
+        model: str,
+        prompt: str,
+        due_ns: int | None = None,
+        **workload: Any,
     ) -> RequestRecord:
         task = anyio.get_current_task().id
         if self.stagger_s and task not in self.started:
             self.started.add(task)
             await anyio.sleep(random.random() * self.stagger_s)
         rec = await super().execute(
-            index=index, warmup=warmup, model=model, prompt=prompt, due_ns=due_ns
+            index=index, warmup=warmup, model=model, prompt=prompt, due_ns=due_ns, **workload
         )
         state = _CURRENT.get(None)
         if rec.ok and state is not None and state.token_ns:

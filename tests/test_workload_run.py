@@ -83,6 +83,8 @@ def test_an_early_stopping_server_shows_as_osl_mismatch(tmp_path: Path) -> None:
     lengths = doc["stages"][0]["lengths"]
     assert lengths["osl_mismatch"] == 1.0
     assert lengths["output_tokens"]["measured_mean"] < 16
+    (warning,) = [w for w in doc["warnings"] if "OSL mismatch" in w]
+    assert warning.startswith("sim-model c=2: 100% of answers stopped short of max_tokens")
 
 
 def test_the_same_seed_sends_the_same_requests(tmp_path: Path) -> None:
@@ -118,7 +120,8 @@ def test_session_turns_carry_their_history_and_a_prefix_cache_hit_shows(
     assert all(t["ok"] == 4 for t in turns)
     prompts = [t["prompt_tokens_mean"] for t in turns]
     # Each turn carries the questions and answers before it: 60 + 4 more per turn, at least.
-    assert prompts[1] >= prompts[0] + 64 and prompts[2] >= prompts[1] + 64
+    assert prompts[1] >= prompts[0] + 64
+    assert prompts[2] >= prompts[1] + 64
     assert turns[0]["cached_tokens_mean"] == 0
     assert turns[2]["cached_tokens_mean"] >= 100
     uncached_estimate = 10 + prompts[2] * 1.0
@@ -156,8 +159,7 @@ def test_a_trace_is_replayed_at_its_recorded_times(tmp_path: Path) -> None:
 def test_a_ramp_is_left_out_of_the_figures(tmp_path: Path) -> None:
     doc = run(
         tmp_path,
-        SIM.format(sim="slots = 8")
-        + "[workload]\ninput_tokens = 8\noutput_tokens = 2\n"
+        SIM.format(sim="slots = 8") + "[workload]\ninput_tokens = 8\noutput_tokens = 2\n"
         "[load]\nrate = [40]\nrequests = 10\nramp_s = 0.5\n",
     )
     (stage,) = doc["stages"]
@@ -170,8 +172,7 @@ def test_a_ramp_is_left_out_of_the_figures(tmp_path: Path) -> None:
 def test_a_closed_loop_ramp_warms_up_then_measures_the_count(tmp_path: Path) -> None:
     doc = run(
         tmp_path,
-        SIM.format(sim="slots = 8")
-        + "[workload]\ninput_tokens = 8\noutput_tokens = 2\n"
+        SIM.format(sim="slots = 8") + "[workload]\ninput_tokens = 8\noutput_tokens = 2\n"
         "[load]\nconcurrency = [4]\nrequests = 12\nramp_s = 0.3\n",
     )
     (stage,) = doc["stages"]
@@ -221,7 +222,8 @@ def test_a_trace_refuses_another_schedule(
 def test_speedup_without_a_trace_is_refused(tmp_path: Path) -> None:
     out = run(
         tmp_path,
-        SIM.format(sim="slots = 8") + "[prompts]\nitems = ['hi']\n[load]\nconcurrency = [1]\nrequests = 1\n",
+        SIM.format(sim="slots = 8")
+        + "[prompts]\nitems = ['hi']\n[load]\nconcurrency = [1]\nrequests = 1\n",
         "--speedup",
         "2",
         exit_code=2,

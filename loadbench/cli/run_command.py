@@ -77,6 +77,9 @@ def _summary_lines(summary: dict[str, Any], models: Sequence[Mapping[str, Any]] 
 @click.option("--concurrency", help="Closed-loop stages, e.g. 1,4,16.")
 @click.option("--rate", help="Open-loop stages in requests/s, e.g. 2,8.")
 @click.option("--requests", type=int, help="Measured requests per stage.")
+@click.option(
+    "--speedup", type=float, help="Replay the [workload] trace this many times faster (2: 2x)."
+)
 @click.option("--duration-s", type=float, help="Measured seconds per stage instead of a count.")
 @click.option(
     "--transport",
@@ -161,6 +164,7 @@ def run(
     concurrency: str | None,
     rate: str | None,
     requests: int | None,
+    speedup: float | None,
     duration_s: float | None,
     transport: str,
     insecure: bool,
@@ -206,6 +210,7 @@ def run(
         quickack=quickack,
         workers=workers,
         ray=ray_address,
+        speedup=speedup,
     )
     from loadbench.run import console as make_console
 
@@ -257,6 +262,10 @@ def _finish(
 
     for line in delivery_warnings(document):
         console.print(f"warning: {line}", style="yellow", highlight=False)
+    from loadbench.cli.workload_run import length_warnings
+
+    for line in length_warnings(state.stages):
+        console.print(f"warning: {line}", style="yellow", highlight=False, markup=False)
     from loadbench.observe import cold_start_text
 
     if (cold := cold_start_text(target_info)) is not None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from loadbench.cli.search_run import gating_slo, list_over_search
 from loadbench.cli.stream_delivery import with_connection_options
 from loadbench.cli.target import backend_options, find_server_pid, target, workers_of
+from loadbench.cli.workload_run import check_workload, length_warnings, open_pool, with_speedup
 from loadbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def prepare(
     quickack: bool = False,
     workers: str | None = None,
     ray: str | None = None,
+    speedup: float | None = None,
 ) -> Prepared:
     """Everything that can be checked before the target starts, so bad input costs nothing."""
     from loadbench.scenario import apply_overrides, load_scenario, parse_float_list, parse_int_list
@@ -101,14 +103,8 @@ def prepare(
         duration_s=duration_s,
     )
     scenario = with_connection_options(scenario, connections, quickack)
+    scenario = with_speedup(scenario, speedup)
     scenario = list_over_search(scenario, bool(concurrency or rate))
-    if scenario.workload is not None:
-        # Read and checked (loadbench.workload builds the requests), but the engine does not
-        # send them yet: refusing beats a run that silently ignores the section.
-        raise UsageError(
-            f"{scenario.path}: [workload]: the section is valid, but this version does not "
-            "send workloads yet (token lengths, datasets, traces, sessions); remove it to run"
-        )
     checks = (*gating_slo(scenario), *(parse_threshold(t) for t in thresholds))
     from loadbench.cli.lineup import read_catalog_of, with_capability
 
@@ -117,7 +113,8 @@ def prepare(
         scenario = with_capability(scenario, catalog, capability)
     from loadbench.run import plan_stages, search_plans
 
-    plans = plan_stages(scenario)
+    count = workers_of(workers, scenario.load.workers)
+    plans = plan_stages(scenario, check_workload(scenario, count))
     plans = plans if scenario.load.search is None else search_plans(scenario)
     for path, what in ((output, "the results"), (records, "the records")):
         if path is not None and path.is_dir():
@@ -135,7 +132,6 @@ def prepare(
         api_key = os.environ.get(key_env) or None
         if api_key is None:
             warnings.append(f"environment variable {key_env} is not set: no Authorization header")
-    count = workers_of(workers, scenario.load.workers)
     if ray is not None and count is None:
         raise UsageError("--ray needs --workers N (or [load] workers): how many actors to start")
     if count is not None and records is not None:
@@ -306,11 +302,12 @@ def _execute(
             quickack=scenario.target.quickack,
         ) as client:
             if isinstance(cold_start, dict) and "first_request" not in cold_start:
-                first = await first_request(client, run.served_as, scenario.prompts[0])
+                first = await first_request(client, run.served_as, (*scenario.prompts, "Hi.")[0])
                 cold_start.update(cold_figures(cold_start, first))
             if sampling:
                 await sample_and_score(run, scenario, url, api_key, judge_key)
             before = len(state.stages)
+            pool, tokenize = await open_pool(scenario, run, console)
 
             async def run_plans(plans: list[Any]) -> None:
                 if fleet is not None:
@@ -345,6 +342,7 @@ def _execute(
                         writer,
                         scraper,
                         run.served_as,
+                        pool,
                     )
 
             judged = None  # a search: the stages that say whether the model failed
@@ -357,6 +355,8 @@ def _execute(
                     judged = await search_model(scenario, run.name, run_plans, state, console)
             finally:
                 state.stale_reuses += client.stale_reuses
+                if tokenize is not None:
+                    tokenize.close()
             status_after(run, state.stages[before:] if judged is None else judged)
         if run.status != OK:
             console.print(f"{run.name}: {run.status}: {run.reason}", style="yellow")
@@ -416,6 +416,7 @@ def write_results(
     for s in state.stages:
         if s.client.warning:
             warnings.append(f"{s.plan.model} {s.plan.label}: {s.client.warning}")
+    warnings.extend(length_warnings(state.stages))
     if measured.fleet is not None:
         warnings.extend(measured.fleet.warnings)
     document = build_document(

@@ -11,6 +11,7 @@ one the requests are built from.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loadbench.errors import UsageError
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
     from loadbench.run import WorkPool
     from loadbench.scenario import Scenario
 
-__all__ = ["check_workload", "open_pool", "with_speedup"]
+__all__ = ["MISMATCH_WARNING", "check_workload", "length_warnings", "open_pool", "with_speedup"]
+
+# The OSL mismatch share from which a stage gets a warning: its tokens/s and E2E then
+# describe shorter answers than the scenario asked for.
+MISMATCH_WARNING = 0.05
 
 
 def with_speedup(scenario: Scenario, speedup: float | None) -> Scenario:
@@ -107,3 +112,26 @@ async def open_pool(
     line = f"{run.name}: workload prompts sized by {note}{workload.tokenizer_note}"
     console.print(line, style=style, highlight=False)
     return WorkPool(workload), client
+
+
+def length_warnings(stages: Sequence[Any]) -> list[str]:
+    """One line per stage whose answers often stopped short of max_tokens, or whose
+    lengths are estimates: a server that stops early must not pass for a fast one."""
+    out: list[str] = []
+    for stage in stages:
+        lengths = stage.lengths
+        if lengths is None or not lengths.ok:
+            continue
+        short = lengths.output_short / lengths.ok
+        if short >= MISMATCH_WARNING:
+            out.append(
+                f"{stage.plan.model} {stage.plan.label}: {short:.0%} of answers stopped short of "
+                f"max_tokens (OSL mismatch): tokens/s and E2E describe shorter answers than "
+                f"asked; set ignore_eos = true in [workload] where the server honours it"
+            )
+    if any(s.lengths is not None and s.lengths.approximate for s in stages):
+        out.append(
+            "workload: prompt lengths are approximate (no /tokenize or tokenizer.json): "
+            "requested and counted input lengths are estimates"
+        )
+    return out

@@ -149,9 +149,7 @@ class LoadClient:
             self._requests[key] = request
         return request
 
-    def body(
-        self, model: str, messages: list[dict[str, str]], fields: dict[str, object]
-    ) -> bytes:
+    def body(self, model: str, messages: list[dict[str, str]], fields: dict[str, object]) -> bytes:
         """A workload request's body, with this client's ``[request]`` settings."""
         return item_body(model, messages, fields, self._api, self._spec)
 

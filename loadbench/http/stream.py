@@ -9,6 +9,7 @@ an answer's text is kept only when a multi-turn session needs it for its next tu
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson

@@ -41,6 +41,7 @@ from loadbench.report.prompts_section import prompts_blocks
 from loadbench.report.resources import resources_blocks
 from loadbench.report.search_section import search_blocks
 from loadbench.report.serverside_sections import server_side
+from loadbench.report.workload_section import workload_blocks
 
 TITLE = "loadbench report"
 _METRICS = ("ttft", "itl", "tpot", "e2e")
@@ -254,6 +255,7 @@ def _model_sections(runs: Sequence[Run]) -> Iterator[Block]:
             yield from search_blocks(doc, model)
             yield from server_side(doc, model)
             yield from resources_blocks(doc, model)
+            yield from workload_blocks(doc, model)
             yield from prompts_blocks(doc, model)
             yield from delivery_blocks(doc, model)
         others = _other_warnings(doc)

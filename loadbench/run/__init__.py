@@ -3,8 +3,9 @@ the engine that waits, sends and records, with the launch of a server and live p
 and the search for the highest load within the SLO (``search``), one stage at a time.
 """
 
-from loadbench.run.engine import RunState, StageResult, run_stages
+from loadbench.run.engine import run_stage, run_stages
 from loadbench.run.launch import launched_server
+from loadbench.run.lengths import Lengths
 from loadbench.run.limits import ensure_open_files
 from loadbench.run.plan import StagePlan, plan_stage, plan_stages
 from loadbench.run.progress import Reporter, console, summary_table
@@ -18,14 +19,18 @@ from loadbench.run.search import (
     search_stages,
     start_search,
 )
+from loadbench.run.stage import RunState, StageResult
+from loadbench.run.work import WorkPool
 
 __all__ = [
+    "Lengths",
     "Probe",
     "Reporter",
     "RunState",
     "SearchState",
     "StagePlan",
     "StageResult",
+    "WorkPool",
     "console",
     "ensure_open_files",
     "launched_server",
@@ -34,6 +39,7 @@ __all__ = [
     "plan_stages",
     "record_probe",
     "replay_search",
+    "run_stage",
     "run_stages",
     "search_plans",
     "search_stages",

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loadbench.run.engine import LiveStage, RunState, StageResult
+from loadbench.run.stage import LiveStage, RunState, StageResult
 
 _PLAIN_EVERY_S = 5.0
 _LOG_WIDTH = 200  # not a terminal: lines go to logs, where wrapping at 80 only hurts

@@ -310,6 +310,7 @@ class Scenario:
                 "max_error_rate": ld.max_error_rate,
                 "max_duration_s": ld.max_duration_s,
                 **({"workers": ld.workers} if ld.workers is not None else {}),
+                **({"ramp_s": ld.ramp_s} if ld.ramp_s is not None else {}),
                 # [load] search, which replays from the result file into summary.search
                 **({"search": dataclasses.asdict(ld.search)} if ld.search is not None else {}),
             },
@@ -322,6 +323,8 @@ class Scenario:
         """The model-choice settings, each only where the file set it, so that a scenario
         without them resolves to the same dict as before they existed."""
         out: dict[str, object] = {}
+        if self.workload is not None:
+            out["workload"] = self.workload.to_dict()
         if any(self.aspects):
             out["prompt_ids"] = list(self.ids)
             out["prompt_aspects"] = [list(a) for a in self.aspects]

@@ -37,7 +37,16 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
     concurrency: list[int | None] = []
     rate: list[float | None] = []
     search: SearchSpec | None = None
-    if "search" in raw:
+    workload = doc.get("workload")
+    trace = isinstance(workload, Mapping) and "trace" in workload
+    if trace:
+        mode = LoadMode.RATE  # the trace's timestamps are the schedule
+        if "concurrency" in raw or "rate" in raw or "search" in raw or "ramp_s" in raw:
+            c.add(
+                "load: expected no concurrency, rate, search or ramp_s with a [workload] trace: "
+                "its timestamps are the schedule (scale them with trace.speedup or --speedup)"
+            )
+    elif "search" in raw:
         if "concurrency" in raw or "rate" in raw:
             c.add("load: expected either search or a concurrency or rate list, got both")
         search = read_search(c, raw["search"], doc)
@@ -74,11 +83,12 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         )
     requests: int | None = None
     duration_s: float | None = None
-    if ("requests" in raw) == ("duration_s" in raw):
+    given = ("requests" in raw) + ("duration_s" in raw)
+    if given == 2 or (given == 0 and not trace):  # a trace alone replays all of it
         c.add("load: expected exactly one of requests or duration_s")
     elif "requests" in raw:
         requests = c.integer("load.requests", raw["requests"], 1, MAX_STAGE_REQUESTS)
-    else:
+    elif "duration_s" in raw:
         duration_s = c.number(
             "load.duration_s", raw["duration_s"], positive=True, high=MAX_DURATION_S
         )
@@ -98,6 +108,9 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         max_duration_s = c.number(
             "load.max_duration_s", raw["max_duration_s"], positive=True, high=MAX_DURATION_S
         )
+    ramp_s: float | None = None
+    if "ramp_s" in raw:
+        ramp_s = c.number("load.ramp_s", raw["ramp_s"], positive=True, high=MAX_DURATION_S)
     workers: int | str | None = None
     if "workers" in raw:
         value = raw["workers"]
@@ -108,10 +121,11 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
     if (
         None in concurrency
         or None in rate
-        or (not concurrency and not rate and search is None)
+        or (not concurrency and not rate and search is None and not trace)
+        or ("ramp_s" in raw and ramp_s is None)
         or arrival is None
         or burstiness is None
-        or (requests is None and duration_s is None)
+        or (requests is None and duration_s is None and not trace)
         or warmup is None
         or seed is None
     ):
@@ -130,6 +144,7 @@ def read_load(c: Checker, doc: Mapping[str, object]) -> LoadSpec | None:
         max_error_rate=max_error_rate,
         max_duration_s=max_duration_s,
         workers=workers,
+        ramp_s=ramp_s,
         search=search,
     )
 
