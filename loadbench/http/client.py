@@ -21,7 +21,7 @@ import orjson
 from loadbench import __version__
 from loadbench.http.sse import SSEDecoder
 from loadbench.http.stream import StreamState, item_body, read_completion, request_body
-from loadbench.http.transport import LeanTransport, MalformedResponse, tls_context
+from loadbench.http.transport import Body, LeanTransport, MalformedResponse, tls_context
 from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
 from loadbench.scenario import Api, RequestSpec
 
@@ -204,11 +204,19 @@ class LoadClient:
                         detail = f"content-type {response.headers.get('content-type')!r}"
                     else:
                         decoder = SSEDecoder()
-                        feed = state.feed
-                        async for data in _raw(response):
+                        feed, split = state.feed, decoder.feed
+
+                        def on_data(data: bytes) -> None:
                             now = perf_counter_ns()
-                            for payload in decoder.feed(data):
+                            for payload in split(data):
                                 feed(payload, now)
+
+                        raw = _raw(response)
+                        if isinstance(raw, Body) and raw.pumpable:
+                            await raw.pump(on_data)
+                        else:
+                            async for data in raw:
+                                on_data(data)
                         error = state.outcome(decoder.close())
                         if error is not None:
                             detail = state.describe(error)

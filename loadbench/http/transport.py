@@ -12,20 +12,14 @@ https:// (ALPN offers http/1.1 only); HTTP/2 and proxies stay on httpx's own tra
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import socket
 import ssl
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from time import perf_counter_ns
-from typing import Any, cast
 
 import anyio
 import anyio.abc
 import httpx
-from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from loadbench.http.h1 import (
@@ -35,10 +29,8 @@ from loadbench.http.h1 import (
     parse_head,
     render_request,
 )
-from loadbench.http.sockets import addresses, readable, ssl_reason
-
-_READ_SIZE = 65536
-_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux only; the scenario checks the OS
+from loadbench.http.sockets import addresses, ssl_reason
+from loadbench.http.tcp import READ_SIZE, TCPStream, open_tcp
 
 
 class MalformedResponse(httpx.RemoteProtocolError):
@@ -48,7 +40,7 @@ class MalformedResponse(httpx.RemoteProtocolError):
 Origin = tuple[str, str, int]  # scheme, host, port
 # An open connection (TLS or not) and the TCP stream under it, which says whether the
 # server closed it while idle.
-Conn = tuple[anyio.abc.ByteStream, "_TCPStream"]
+Conn = tuple[anyio.abc.ByteStream, "TCPStream"]
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
@@ -106,7 +98,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     break
                 if len(buf) > MAX_HEAD_BYTES:
                     raise FramingError("response head larger than 64 KiB")
-                buf += await stream.receive(_READ_SIZE)
+                buf += await stream.receive(READ_SIZE)
                 heard = True
         except BaseException as exc:
             await anyio.aclose_forcefully(stream)
@@ -132,7 +124,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await anyio.aclose_forcefully(stream)
             raise MalformedResponse(str(exc), request=request) from exc
         keep = idle if head.keep_alive and not self._fresh else None
-        body = _Body(conn, decoder, first, keep, request)
+        body = Body(conn, decoder, first, keep, request)
         return httpx.Response(
             head.status,
             headers=head.headers,
@@ -195,7 +187,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         ``ConnectError`` (refused, unreachable, DNS, untrusted or mismatched certificate)."""
         scheme, host, port = key
         try:
-            stream = await _open_tcp(await addresses(host, port), port)
+            stream = await open_tcp(await addresses(host, port), port)
             stream.quickack = self._quickack
             if scheme == "http":
                 return stream, stream
@@ -245,143 +237,7 @@ def _origin(url: httpx.URL) -> Origin:
     raise httpx.UnsupportedProtocol(f"the lean transport speaks http(s), not {scheme}")
 
 
-async def _open_tcp(addresses: Sequence[tuple[int, str]], port: int) -> _TCPStream:
-    """The first of ``addresses`` that accepts, else the last error. A bare non-blocking
-    connect: ``anyio.connect_tcp``'s happy-eyeballs task group, event and scope per connect
-    cost twice the CPU, which a stage opening 256 connections at once waits for."""
-    error: OSError = OSError(f"no address for port {port}")
-    for family, host in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                sock.connect((host, port))
-            except BlockingIOError:
-                await anyio.wait_writable(sock)
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise OSError(err, os.strerror(err)) from None
-            stream = _TCPStream(sock)
-            await asyncio.get_running_loop().create_connection(lambda: stream, sock=sock)  # noqa: B023
-            return stream
-        except BaseException as exc:
-            sock.close()
-            if not isinstance(exc, OSError):
-                raise
-            error = exc
-    raise error
-
-
-class _TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
-    """anyio's byte stream over an asyncio protocol that keeps reading, pausing only when
-    over ``_READ_SIZE`` bytes wait: anyio's own resumes and pauses reading around every
-    receive, two epoll_ctl calls per SSE event, ~23% of the CPU under real-time pacing."""
-
-    unused = False  # opened ahead (preconnect) and not yet given to a request
-    quickack = False  # TCP_QUICKACK after each read and write: it is not sticky
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._transport = cast(asyncio.Transport, None)  # set by connection_made, at once
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None  # set while writing is paused
-        self._eof = self._lost = self._closed = False
-        self._error: BaseException | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        if self.quickack:
-            self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > _READ_SIZE:
-            self._transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return True  # half-open: aclose closes the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self._error = exc
-        self._wake()
-        self.resume_writing()
-
-    def pause_writing(self) -> None:
-        self._drained = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
-        """All that has arrived, as one piece: events that came together get one stamp."""
-        chunks = self._chunks
-        while not chunks:
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if self._lost or self._eof:
-                if self._error is not None:
-                    raise anyio.BrokenResourceError from self._error
-                raise anyio.EndOfStream
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        if len(data) > max_bytes:
-            chunks.append(data[max_bytes:])
-            data = data[:max_bytes]
-        was_full = self._buffered > _READ_SIZE
-        self._buffered = len(chunks[0]) if chunks else 0
-        if was_full and not self._transport.is_closing():
-            self._transport.resume_reading()
-        return data
-
-    async def send(self, item: bytes) -> None:
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._lost or self._transport.is_closing():
-            raise anyio.BrokenResourceError
-        self._transport.write(item)
-        if self.quickack:
-            self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        if self._drained is not None:
-            await self._drained
-
-    async def send_eof(self) -> None:
-        self._transport.write_eof()
-
-    async def aclose(self) -> None:
-        self._closed = True
-        self._transport.abort()
-        self.resume_writing()
-
-    def closed_by_server(self) -> bool:
-        """Anything received while idle (EOF, RST, close_notify): read already, or not."""
-        return self._eof or self._lost or bool(self._chunks) or readable(self._sock)
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return {SocketAttribute.raw_socket: lambda: self._sock}
-
-
-class _Body(httpx.AsyncByteStream):
+class Body(httpx.AsyncByteStream):
     """The response body; gives its connection back only when the body was read to the end."""
 
     def __init__(
@@ -412,7 +268,7 @@ class _Body(httpx.AsyncByteStream):
         receive = stream.receive
         while not decoder.done:
             try:
-                data = await receive(_READ_SIZE)
+                data = await receive(READ_SIZE)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
                 if decoder.eof():
                     return
@@ -426,6 +282,48 @@ class _Body(httpx.AsyncByteStream):
                 raise MalformedResponse(str(exc), request=self._request) from exc
             if pieces:
                 yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    @property
+    def pumpable(self) -> bool:
+        """Plain TCP on the lean transport: ``pump`` can read in ``data_received``."""
+        return isinstance(self._stream, TCPStream)
+
+    async def pump(self, on_data: Callable[[bytes], None]) -> None:
+        """The body's pieces to ``on_data`` as each read arrives, called inside the
+        protocol's ``data_received`` (the raw reference client's shape: no task wake-up,
+        no async generator per read). Raises what iterating would raise."""
+        stream = self._stream
+        assert isinstance(stream, TCPStream)
+        decoder = self._decoder
+        failed: list[BaseException] = []
+        if self._first:
+            on_data(b"".join(self._first))
+        self._first = []
+
+        def sink(data: bytes) -> bool:
+            try:
+                pieces = decoder.feed(data)
+                if pieces:
+                    on_data(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            except FramingError as exc:
+                failed.append(MalformedResponse(str(exc), request=self._request))
+                return True
+            except Exception as exc:  # a fault in on_data: end the body, raise it in the task
+                failed.append(exc)
+                return True
+            return decoder.done
+
+        while not decoder.done and not failed:
+            await stream.pump(sink)
+            if failed:
+                raise failed[0]
+            if not decoder.done and stream.ended:
+                if decoder.eof():
+                    return
+                raise httpx.RemoteProtocolError(
+                    "peer closed connection without sending complete message body",
+                    request=self._request,
+                ) from stream.error
 
     async def aclose(self) -> None:
         stream, self._stream = self._stream, None
