@@ -190,3 +190,40 @@ def test_a_broken_histogram_names_its_file() -> None:
     b["stages"][0]["histograms"]["itl"] = "garbage"
     with pytest.raises(UsageError, match=r"^b.json: stage m c=4: histograms.itl: not a loadbench"):
         merge_results([a, b], ["a.json", "b.json"])
+
+
+def test_workload_lengths_merge_weighted_by_ok_requests() -> None:
+    from loadbench.results.merge import merge_lengths
+
+    def part(ok: int, measured: float, short: float, turn_ttft: float) -> dict[str, object]:
+        return {
+            "ok": ok,
+            "tokenizer": "t",
+            "approximate": False,
+            "input_tokens": {
+                "requested_mean": 100.0,
+                "counted_mean": 100.0,
+                "measured_mean": 100.0,
+            },
+            "output_tokens": {
+                "requested_mean": 16.0,
+                "measured_mean": measured,
+                "counted_by_usage": ok,
+            },
+            "osl_mismatch": short,
+            "turns": [
+                {"turn": 1, "ok": ok, "ttft_ms": {"p50": 1.0, "p95": 2.0, "mean": turn_ttft}}
+            ],
+        }
+
+    merged = merge_lengths([part(30, 16.0, 0.0, 10.0), part(10, 12.0, 0.5, 30.0)])
+    assert merged["ok"] == 40
+    assert merged["output_tokens"] == {
+        "requested_mean": 16.0,
+        "measured_mean": 15.0,
+        "counted_by_usage": 40,
+    }
+    assert merged["osl_mismatch"] == 0.125
+    (turn,) = merged["turns"]
+    assert turn["ok"] == 40
+    assert turn["ttft_ms"] == {"p50": None, "p95": None, "mean": 15.0}

@@ -206,7 +206,71 @@ def _merge_stage(parts: Sequence[_Part]) -> dict[str, Any]:
         out["pacing"] = {**stages[0]["pacing"], "busy_fraction": _busy_fraction(parts)}
     if any("goodput" in s for s in stages):
         out["goodput"] = _goodput(parts)
+    if all(isinstance(s.get("connections"), Mapping) for s in stages):
+        out["connections"] = {
+            k: sum(_int(s["connections"].get(k)) for s in stages) for k in ("preopened", "opened")
+        }
+    if all(isinstance(s.get("lengths"), Mapping) for s in stages):
+        out["lengths"] = merge_lengths([s["lengths"] for s in stages])
     return out
+
+
+def _table(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def merge_lengths(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Means weighted by each part's ok requests; per-turn TTFT percentiles do not merge
+    from percentiles, so a merged turn keeps its mean and drops p50 and p95."""
+    ok = [_int(p.get("ok")) for p in parts]
+    total = sum(ok)
+
+    def mean(values: Sequence[object], weights: Sequence[int], digits: int = 2) -> float | None:
+        floats = [_float(v) for v in values]
+        pairs = [(x, w) for x, w in zip(floats, weights, strict=True) if x is not None]
+        n = sum(w for _, w in pairs)
+        return round(sum(v * w for v, w in pairs) / n, digits) if n else None
+
+    def side(key: str, names: Sequence[str]) -> dict[str, Any]:
+        tables = [_table(p, key) for p in parts]
+        out: dict[str, Any] = {n: mean([t.get(n) for t in tables], ok) for n in names}
+        if key == "output_tokens":
+            out["counted_by_usage"] = sum(_int(t.get("counted_by_usage")) for t in tables)
+        return out
+
+    merged: dict[str, Any] = {
+        "ok": total,
+        "tokenizer": parts[0].get("tokenizer", ""),
+        "approximate": any(p.get("approximate") is True for p in parts),
+        "input_tokens": side("input_tokens", ("requested_mean", "counted_mean", "measured_mean")),
+        "output_tokens": side("output_tokens", ("requested_mean", "measured_mean")),
+        "osl_mismatch": mean([p.get("osl_mismatch") for p in parts], ok, 4),
+    }
+    by_turn: dict[int, list[Mapping[str, Any]]] = {}
+    for p in parts:
+        for t in p.get("turns") or ():
+            by_turn.setdefault(_int(t.get("turn")), []).append(t)
+    if by_turn:
+        turns = []
+        for n, ts in sorted(by_turn.items()):
+            w = [_int(t.get("ok")) for t in ts]
+            ttft = [_table(t, "ttft_ms") for t in ts]
+            turns.append(
+                {
+                    "turn": n,
+                    "ok": sum(w),
+                    "ttft_ms": {
+                        "p50": ttft[0].get("p50") if len(ts) == 1 else None,
+                        "p95": ttft[0].get("p95") if len(ts) == 1 else None,
+                        "mean": mean([x.get("mean") for x in ttft], w),
+                    },
+                    "prompt_tokens_mean": mean([t.get("prompt_tokens_mean") for t in ts], w),
+                    "cached_tokens_mean": mean([t.get("cached_tokens_mean") for t in ts], w),
+                }
+            )
+        merged["turns"] = turns
+    return merged
 
 
 def _overlap_warnings(docs: Sequence[Mapping[str, Any]], paths: Sequence[str]) -> list[str]:
