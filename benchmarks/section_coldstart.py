@@ -23,7 +23,10 @@ cell's garbage is collected inside it. Reported per server, concurrency and pre-
 - srv late: p99 of the server's own first-token lateness (parse-to-first-token - TTFT):
   a server that wakes up late makes it, not the client;
 - c only, from the paired stamps (``stamps.py``): req path p99 (client send stamp -> server
-  parsed) and ITL/srv p99 (client gap - the server's real gap between the same writes);
+  parsed), ITL/srv p99 (client gap - the server's real gap between the same writes), and
+  lag / last: p99 of the event lag (client stamp - server write) over each stream's tokens
+  but its last two, and over its final token (a wave's streams end together, so their
+  endings can hold up each other's final reads);
   tok late: the server's own p99 lateness over every token it wrote (its SIGTERM report,
   warm-up included);
 - paid / open / conn: requests that opened a connection inside the window, connections
@@ -95,6 +98,8 @@ _MEDIANS = (
     "itl_vs_srv",
     "tok_late",
     "spread",
+    "lag_mid",
+    "lag_last",
 )
 _MEDIANS_C = ("paired_ttft_err", "paired_itl_err")
 
@@ -226,6 +231,8 @@ async def _cell(
         "req_path": None,
         "itl_vs_srv": None,
         "tok_late": None,
+        "lag_mid": None,
+        "lag_last": None,
         "preopened": fig.preopened or 0,
         "paid": fig.opened or 0,
         "connect_p50": connect.p50 if connect is not None and connect.count else None,
@@ -237,13 +244,24 @@ async def _cell(
         out["srv_late"] = _p99_ms([us * 1000 - int(ttft_ms * 1e6) for us in prefill])
     if isinstance(client, _StampedClient):
         pairs = client.stamped
-        paired = timing_errors(pairs, clock_offset_ns())
+        offset = clock_offset_ns()
+        paired = timing_errors(pairs, offset)
         out["outside"] = paired["ttft_err_ms"]["p99"]  # type: ignore[index]
         out["req_path"] = paired["req_path_ms"]["p99"]  # type: ignore[index]
         out["itl_vs_srv"] = paired["itl_err_ms"]["p99"]  # type: ignore[index]
         late = [p.server_t_ns[0] - p.server_r_ns - int(ttft_ms * 1e6) for p in pairs]
         out["srv_late"] = _p99_ms(late)
         out["unpaired"] = paired["unpaired"]
+        # Event lag (client stamp - server write) of each stream's final token, against
+        # the tokens before its last two: where a wave's ITL error sits.
+        last = [p.token_ns[-1] - (p.server_t_ns[-1] - offset) for p in pairs if p.token_ns]
+        mid = [
+            p.token_ns[k] - (p.server_t_ns[k] - offset)
+            for p in pairs
+            for k in range(len(p.token_ns) - 2)
+            if len(p.server_t_ns) == len(p.token_ns)
+        ]
+        out["lag_mid"], out["lag_last"] = _p99_ms(mid), _p99_ms(last)
     return out
 
 
@@ -379,7 +397,15 @@ def _run_cell(
         gc.collect()
         with _stamps_read(), c_server(binary, children) as srv:
             paired = anyio.run(_cell, srv.base_url, c, preconnect, True, backend_options=_backend())
-        for key in ("outside", "srv_late", "req_path", "itl_vs_srv", "unpaired"):
+        for key in (
+            "outside",
+            "srv_late",
+            "req_path",
+            "itl_vs_srv",
+            "unpaired",
+            "lag_mid",
+            "lag_last",
+        ):
             out[key] = paired[key]
         out["paired_ttft_err"], out["paired_itl_err"] = paired["ttft_err"], paired["itl_err"]
         return out
@@ -464,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     head = (
         f"   {'server':>6} {'c':>4} {'pre-open':>8} | {'TTFT':>7} {'ITL':>7} | {'outside':>7}"
-        f" {'srv late':>8} {'req path':>8} {'ITL/srv':>7} {'tok late':>8} |"
+        f" {'srv late':>8} {'req path':>8} {'ITL/srv':>7} {'lag':>5} {'last':>5} {'tok late':>8} |"
         f" {'paid':>4} {'open':>4} {'conn':>5} {'spread':>6} | target"
     )
     print(head)
@@ -490,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                         f" {_fmt(m['ttft_err'], 7)} {_fmt(m['itl_err'], 7)} |"
                         f" {_fmt(m['outside'], 7)} {_fmt(m['srv_late'], 8)}"
                         f" {_fmt(m['req_path'], 8)} {_fmt(m['itl_vs_srv'], 7)}"
+                        f" {_fmt(m['lag_mid'], 5, sign=False)} {_fmt(m['lag_last'], 5, sign=False)}"
                         f" {_fmt(m['tok_late'], 8)} |"
                         f" {m['paid']:>4} {m['preopened']:>4} {conn}"
                         f" {_fmt(m['spread'], 6, sign=False)} | {verdict}"
@@ -519,11 +546,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     print(
         "   server's first-token lateness p99, by its own clock; c only, from a second run of the"
     )
-    print("   cell with the stamp hook: req path (client send -> server parsed) p99 and ITL/srv")
-    print("   (client gap - server gap) p99; tok late: the C server's lateness p99 over all its")
-    print("   token writes (its SIGTERM report); paid: measured requests that opened a connection;")
-    print("   open: connections pre-opened before the window; conn: connect p50, ms; spread:")
-    print("   first to last send stamp of the wave, ms (how long the client took to send it)")
+    print("   cell with the stamp hook: req path (client send -> server parsed) p99, ITL/srv")
+    print("   (client gap - server gap) p99, lag / last: p99 of the client stamp less the server's")
+    print("   write over each stream's tokens but its last two / over its final token; tok late:")
+    print("   the C server's lateness p99 over all its token writes (its SIGTERM report); paid:")
+    print("   measured requests that opened a connection; open: connections pre-opened before")
+    print("   the window; conn: connect p50, ms; spread: first to last send stamp of the wave, ms")
     return rows
 
 

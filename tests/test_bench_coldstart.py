@@ -49,6 +49,7 @@ def test_c_server_streams_what_loadbench_reads_and_stamps_pair(coldstart: Module
     assert paired["unpaired"] == 0
     assert paired["req_path"] is not None
     assert paired["srv_late"] is not None
+    assert paired["lag_last"] is not None
     # The server's own report: the warm-up and 4 measured requests, each token timed.
     for report in (plain_srv.report, srv.report):
         assert report["requests"] == 5
