@@ -102,8 +102,7 @@ def record_many(h: HdrHistogram, values_us: Sequence[int]) -> int:
 
 def encode(h: HdrHistogram) -> str:
     """The compressed, base64 V2 form that result files carry."""
-    blob: bytes = h.encode()
-    return blob.decode("ascii")
+    return str(h.encode().decode("ascii"))
 
 
 def decode(blob: str) -> HdrHistogram:
@@ -111,12 +110,8 @@ def decode(blob: str) -> HdrHistogram:
     The configuration is checked first: a foreign blob cannot ask for a huge array."""
     try:
         payload = HdrHistogramEncoder.decode(blob)
-        header = payload.payload
-        found = (
-            header.lowest_trackable_value,
-            header.highest_trackable_value,
-            header.significant_figures,
-        )
+        p = payload.payload
+        found = (p.lowest_trackable_value, p.highest_trackable_value, p.significant_figures)
         expected = (LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
         if found != expected:
             raise ValueError(
@@ -304,8 +299,9 @@ class StageAccumulator:
         """Measured requests finished so far (warmup excluded), ok or failed."""
         return self.sent
 
-    def add(self, rec: RequestRecord) -> None:
-        fresh, self._fresh = self._fresh, False
+    def add(self, rec: RequestRecord, fresh: bool | None = None) -> None:
+        """``fresh``: whether it opened its connection, when ``opened()`` was taken earlier."""
+        fresh, self._fresh = (self._fresh if fresh is None else fresh), False
         if rec.error is None and rec.token_ns:  # one branch: the delivery fold
             first = rec.token_ns[0]
             record(self._by_connection[not fresh], _us(first - rec.sent_ns))
@@ -402,6 +398,11 @@ class StageAccumulator:
         if not warmup and connect_ns >= 0:
             self.clamped += not record(self._connect, _us(connect_ns))
 
+    def opened(self) -> bool:
+        """Whether the request about to be added opened its connection; clears the flag."""
+        fresh, self._fresh = self._fresh, False
+        return fresh
+
     def live_ttft_p50_ms(self) -> float:
         """Median TTFT so far, for a progress display; recomputed only after new records."""
         count: int = self._ttft.total_count
@@ -419,10 +420,8 @@ class StageAccumulator:
 
     def finish(self) -> StageFigures:
         """A snapshot: the histograms are copies, so the accumulator may go on."""
-        if self._first_due_ns is None or self._last_end_ns is None:
-            duration_s = 0.0
-        else:
-            duration_s = (self._last_end_ns - self._first_due_ns) / 1e9
+        first, last = self._first_due_ns, self._last_end_ns
+        duration_s = 0.0 if first is None or last is None else (last - first) / 1e9
         histograms = {name: merge([h]) for name, h in self.histograms.items()}
         return StageFigures(
             sent=self.sent,

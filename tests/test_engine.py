@@ -266,3 +266,32 @@ async def test_pacing_shows_the_workers_kept_requests_in_flight(sim: Sim) -> Non
     assert result.busy_fraction is not None
     assert result.busy_fraction > 0.8  # the client is idle, so gaps are tiny
     assert 1.0 < result.figures.achieved_concurrency <= 4.0
+
+
+async def test_a_deferred_fold_keeps_each_records_connection_and_flushes_at_the_end() -> None:
+    """Ok measured records are folded a loop turn later; whether each opened its connection
+    is taken when it finishes, so a failure or a warm-up folded at once in between cannot
+    take another request's flag, and ``finish`` folds whatever still waits."""
+    from loadbench.metrics import StageAccumulator
+    from loadbench.observe import ClientMonitor
+    from loadbench.records import TokenSource
+    from loadbench.run.stage import LiveStage
+
+    plan = StagePlan("m", LoadMode.CONCURRENCY, 2, None, None, 0, 3, None, (), (0,))
+    live = LiveStage(plan, StageAccumulator(open_loop=False), ClientMonitor(), "t", 3)
+
+    def rec(i: int, error: str | None = None) -> RequestRecord:
+        tokens = () if error else (i * 10 + 5, i * 10 + 6)
+        return RequestRecord(
+            i, False, i * 10, i * 10, i * 10 + 7, tokens, 2, TokenSource.EVENTS, error
+        )
+
+    live.accumulator.add_connect(-1, False)  # request 0 opened its (pre-opened) connection
+    live.sink(rec(0))
+    live.sink(rec(1, "timeout"))  # folded at once, before request 0
+    live.sink(rec(2))
+    assert live.accumulator.sent == 1  # only the failure so far
+    result = live.finish(interrupted=False)
+    assert (result.figures.sent, result.figures.ok, result.figures.failed) == (3, 2, 1)
+    assert result.figures.ttft_fresh.total_count == 1
+    assert result.figures.ttft_reused.total_count == 1

@@ -79,7 +79,9 @@ class LiveStage:
     stopped: str | None = None
     by_prompt: PromptFold | None = None
     work: StageWork | None = None  # a [workload]'s items, and their lengths folded
-    _pending: deque[RequestRecord] = field(default_factory=deque, repr=False)
+    # Records waiting to be folded, each with whether it opened its connection (the
+    # accumulator's flag for "the request about to be added", taken at once).
+    _pending: deque[tuple[RequestRecord, bool]] = field(default_factory=deque, repr=False)
     _folding: bool = False
 
     def sink(self, rec: RequestRecord) -> None:
@@ -88,7 +90,7 @@ class LiveStage:
         histogram records) does not hold up the stamps of the others' last tokens: the
         stamps are taken as bytes arrive, and the loop reads between two folds."""
         if rec.error is None and not rec.warmup:
-            self._pending.append(rec)
+            self._pending.append((rec, self.accumulator.opened()))
             if not self._folding:
                 self._folding = True
                 asyncio.get_running_loop().call_soon(self._fold_next)
@@ -97,7 +99,7 @@ class LiveStage:
 
     def _fold_next(self) -> None:
         if self._pending:
-            self._fold(self._pending.popleft())
+            self._fold(*self._pending.popleft())
         if self._pending:
             asyncio.get_running_loop().call_soon(self._fold_next)
         else:
@@ -106,11 +108,11 @@ class LiveStage:
     def flush(self) -> None:
         """Folds what is still waiting: before the stage's figures are read."""
         while self._pending:
-            self._fold(self._pending.popleft())
+            self._fold(*self._pending.popleft())
 
-    def _fold(self, rec: RequestRecord) -> None:
+    def _fold(self, rec: RequestRecord, fresh: bool | None = None) -> None:
         acc = self.accumulator
-        acc.add(rec)
+        acc.add(rec, fresh)
         if self.by_prompt is not None and rec.error is None and not rec.warmup:
             self.by_prompt.add(rec)
         if self.on_record is not None:
