@@ -15,8 +15,9 @@ a failing build):
 5. client CPU per 1,000 SSE events over https (lean transport and httpx's pool), against
    plain http on the lean transport, against the bulk server behind TLS (a throwaway CA
    from ``trustme``, in the ``dev`` extra) (``section_tls.py``);
-6. a cold stage start: TTFT and ITL p99 error against an exact-timing simulator at c=64 and
-   c=256, with connections pre-opened and not, side by side (``section_coldstart.py``);
+6. a cold stage start: TTFT and ITL p99 error at c=64 and c=256, with connections
+   pre-opened and not, against the exact-timing C server (``benchmarks/cserver/``, when a C
+   compiler is there) and loadbench's simulator side by side (``section_coldstart.py``);
 7. scaling: SSE events/s and CPU per event with 1, 2 and ``auto`` worker processes, and the
    concurrency at which each turns client-bound (``section_scaling.py``).
 
