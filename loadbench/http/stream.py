@@ -30,18 +30,7 @@ __all__ = [
 
 def request_body(model: str, prompt: str, api: Api, spec: RequestSpec) -> bytes:
     """The JSON body for one prompt; built once per (model, prompt) and reused."""
-    body: dict[str, object] = {"model": model, "max_tokens": spec.max_tokens}
-    if api is Api.CHAT:
-        body["messages"] = [{"role": "user", "content": prompt}]
-    else:
-        body["prompt"] = prompt
-    if spec.temperature is not None:
-        body["temperature"] = spec.temperature
-    body["stream"] = spec.stream
-    if spec.stream:
-        body["stream_options"] = {"include_usage": True}
-    body.update(spec.extra)
-    return orjson.dumps(body)
+    return item_body(model, ({"role": "user", "content": prompt},), {}, api, spec)
 
 
 def item_body(
@@ -51,11 +40,11 @@ def item_body(
     api: Api,
     spec: RequestSpec,
 ) -> bytes:
-    """The JSON body for one workload request: its messages (a session's history
-    included), then ``[request]``'s settings, then the item's own ``fields`` (its
-    ``max_tokens``, ``ignore_eos``), which win: the workload decided them per request.
-    ``/v1/completions`` has no roles: the contents are joined by blank lines."""
-    body: dict[str, object] = {"model": model}
+    """The JSON body for one request: its messages (a session's history included), then
+    ``[request]``'s settings, then a workload item's own ``fields`` (its ``max_tokens``,
+    ``ignore_eos``), which win: the workload decided them per request. ``/v1/completions``
+    has no roles: the contents are joined by blank lines."""
+    body: dict[str, object] = {"model": model, "max_tokens": spec.max_tokens}
     if api is Api.CHAT:
         body["messages"] = list(messages)
     else:
