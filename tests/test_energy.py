@@ -125,6 +125,26 @@ def test_nvml_reader_reads_each_device_and_none_for_what_it_lacks() -> None:
     assert (p4.power_w, p4.energy_mj, p4.process_memory_mb) == (None, None, None)
 
 
+class FakeNvmlV2(FakeNvml):
+    """Bindings with memory info v2 (nvidia-ml-py 12+), on a driver that takes it for device
+    0 only: v2's ``used`` leaves the driver's reserved memory out."""
+
+    nvmlMemory_v2 = 0x02000028
+
+    def nvmlDeviceGetMemoryInfo(self, h: int, version: int | None = None) -> Any:
+        if version is None:
+            return SimpleNamespace(used=(30 + h) * 2**30, total=141 * 2**30)
+        if h == 1:
+            raise RuntimeError("NVMLError_FunctionNotFound")
+        return SimpleNamespace(used=29 * 2**30, reserved=2**30, total=141 * 2**30)
+
+
+def test_nvml_memory_is_read_as_v2_where_the_driver_has_it() -> None:
+    h200, p4 = NvmlReader(FakeNvmlV2()).read(set())
+    assert h200.memory_used_mb == 29 * 1024  # reserved memory left out, as nvidia-smi does
+    assert p4.memory_used_mb == 31 * 1024  # v1 where v2 is refused
+
+
 def test_nvml_is_preferred_and_a_broken_one_falls_back() -> None:
     assert isinstance(find_gpus(nvml=FakeNvml, which=lambda _: None), NvmlReader)
 
