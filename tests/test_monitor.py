@@ -77,3 +77,21 @@ def test_server_monitor_of_a_gone_process_says_so() -> None:
     usage = ServerMonitor(2**22 + os.getpid()).finish()
     assert usage.samples == 0
     assert usage.note is not None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_listening_pid_comes_from_proc_for_both_families_and_none_when_unheard() -> None:
+    import os
+    import socket
+
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        assert find_listening_pid("127.0.0.1", v4.getsockname()[1]) == os.getpid()
+        assert find_listening_pid("::1", v6.getsockname()[1]) == os.getpid()
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))  # bound, never listening
+            assert find_listening_pid("127.0.0.1", closed.getsockname()[1]) is None
+    assert find_listening_pid("10.0.0.1", 80) is None  # not a local address

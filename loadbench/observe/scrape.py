@@ -80,7 +80,9 @@ class MetricsScraper:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._client = httpx.AsyncClient(timeout=2.0, trust_env=False)
+        # No TLS over http://: skip loading the CA bundle (~60 ms before the first request).
+        verify = not url.startswith("http://")
+        self._client = httpx.AsyncClient(timeout=2.0, trust_env=False, verify=verify)
         self._current = StageMetrics()
 
     async def read(self) -> dict[str, float]:
