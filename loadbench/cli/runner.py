@@ -204,7 +204,8 @@ def measure(
             console,
             quiet,
             pid,
-            slo_request_limits(prepared.checks),
+            # Goodput counts [slo]'s limits in a search too, where they do not gate.
+            slo_request_limits((*prepared.checks, *(scenario.slo if scenario.load.search else ()))),
             prepared.run_limit,
             records,
             target_info.get("cold_start"),
