@@ -49,7 +49,9 @@ from loadbench.scenario.model import Api, Arrival, LoadMode, LoadSpec, RequestSp
 
 _MODEL = "bench-model"
 _PROMPTS = ("Say hello.",)
-_CURRENT: contextvars.ContextVar[StampedStreamState] = contextvars.ContextVar("stream")
+# The request task's stamped state: a client wrapper reads it back after execute (here and
+# in section_coldstart.py).
+CURRENT_STREAM: contextvars.ContextVar[StampedStreamState] = contextvars.ContextVar("stream")
 
 
 class StampedStreamState(StreamState):
@@ -61,7 +63,7 @@ class StampedStreamState(StreamState):
         super().__init__(chat, texts)
         self.server_t: list[int] = []
         self.server_r = 0
-        _CURRENT.set(self)  # the worker task's context: StaggeredClient.execute reads it
+        CURRENT_STREAM.set(self)  # the worker task's context: StaggeredClient.execute reads it
 
     def feed(self, payload: bytes, now_ns: int) -> None:
         tokens = len(self.token_ns)
@@ -101,7 +103,7 @@ class StaggeredClient(LoadClient):
         rec = await super().execute(
             index=index, warmup=warmup, model=model, prompt=prompt, due_ns=due_ns, **workload
         )
-        state = _CURRENT.get(None)
+        state = CURRENT_STREAM.get(None)
         if rec.ok and state is not None and state.token_ns:
             self.stamped.append(
                 StampedRequest(rec.sent_ns, rec.token_ns, state.server_r, state.server_t)

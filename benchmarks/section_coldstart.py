@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import contextvars
 import gc
 import json
 import os
@@ -71,6 +70,7 @@ from typing import Any
 
 import anyio
 from cserver.build import Unavailable, build
+from lbclient import CURRENT_STREAM, StampedStreamState
 from procs import Children
 from stamps import StampedRequest, clock_offset_ns, summary_ms, timing_errors
 
@@ -105,31 +105,6 @@ _MEDIANS_C = ("paired_ttft_err", "paired_itl_err")
 
 
 _PLAIN_STATE = loadbench.http.client.StreamState
-_CURRENT: contextvars.ContextVar[_StampedState] = contextvars.ContextVar("coldstart_stream")
-
-
-class _StampedState(_PLAIN_STATE):  # type: ignore[valid-type,misc]
-    """Benchmark-only: loadbench's StreamState, plus the C server's stamp of each token
-    (``"t"``, and ``"r"`` on the first), as ``lbclient.StampedStreamState`` keeps them."""
-
-    __slots__ = ("server_r", "server_t")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.server_t: list[int] = []
-        self.server_r = 0
-        _CURRENT.set(self)  # the request's task: _StampedClient.execute reads it back
-
-    def feed(self, payload: bytes, now_ns: int) -> None:
-        tokens = len(self.token_ns)
-        super().feed(payload, now_ns)
-        if len(self.token_ns) != tokens:
-            i = payload.find(b'"t":')
-            self.server_t.append(int(payload[i + 4 : payload.find(b",", i)]))
-            if not tokens:
-                i = payload.find(b'"r":')
-                if i >= 0:
-                    self.server_r = int(payload[i + 4 : payload.find(b",", i)])
 
 
 class _StampedClient(LoadClient):
@@ -141,7 +116,7 @@ class _StampedClient(LoadClient):
 
     async def execute(self, **kwargs: Any) -> RequestRecord:  # whatever the engine passes
         rec = await super().execute(**kwargs)
-        state = _CURRENT.get(None)
+        state = CURRENT_STREAM.get(None)
         if rec.ok and not rec.warmup and state is not None and state.token_ns:
             self.stamped.append(
                 StampedRequest(rec.sent_ns, rec.token_ns, state.server_r, state.server_t)
@@ -153,7 +128,7 @@ class _StampedClient(LoadClient):
 def _stamps_read() -> Iterator[None]:
     """Swaps the client's StreamState for the stamp-keeping one (C cells only: the
     simulator's events carry no stamps)."""
-    loadbench.http.client.StreamState = _StampedState
+    loadbench.http.client.StreamState = StampedStreamState  # type: ignore[misc]
     try:
         yield
     finally:
