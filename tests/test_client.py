@@ -345,3 +345,22 @@ async def test_a_server_that_closes_after_each_stream_is_not_reused() -> None:
         records = await send(server.url, n=6)
     assert [r.error for r in records] == [None] * 6
     assert len(server.requests) == 6  # the server saw each request once
+
+
+def test_usage_is_read_alike_streamed_or_whole() -> None:
+    """One reader for ``usage``: the token counts and the prompt cache's share
+    (``prompt_tokens_details.cached_tokens``), from an event or a whole completion."""
+    from loadbench.http.stream import read_completion
+
+    usage = {
+        "prompt_tokens": 40,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 32},
+    }
+    streamed = StreamState(True)
+    streamed.feed(orjson.dumps({"choices": [], "usage": usage}), 1)
+    whole = StreamState(True)
+    body = {"choices": [{"message": {"content": "a b c"}}], "usage": usage}
+    assert read_completion(orjson.dumps(body), whole, 1) is None
+    for state in (streamed, whole):
+        assert (state.prompt_tokens, state.completion_tokens, state.cached_tokens) == (40, 3, 32)

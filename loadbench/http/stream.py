@@ -162,20 +162,24 @@ class StreamState:
                     self.finished = True
         usage = obj.get("usage")
         if usage and type(usage) is dict:
-            completion = usage.get("completion_tokens")
-            if type(completion) is int and completion >= 0:
-                self.completion_tokens = completion
-            prompt = usage.get("prompt_tokens")
-            if type(prompt) is int and prompt >= 0:
-                self.prompt_tokens = prompt
-            details = usage.get("prompt_tokens_details")
-            if type(details) is dict:  # OpenAI's and vLLM's account of the prompt cache
-                self.cached_tokens = _count(details.get("cached_tokens"))
+            self.usage(usage)
             self._server(obj)
         elif "timings" in obj:
             self._server(obj)
         if "error" in obj:
             self.error_events += 1
+
+    def usage(self, usage: dict[str, Any]) -> None:
+        """The server's ``usage``: token counts, and its prompt cache where it says."""
+        completion = usage.get("completion_tokens")
+        if type(completion) is int and completion >= 0:
+            self.completion_tokens = completion
+        prompt = usage.get("prompt_tokens")
+        if type(prompt) is int and prompt >= 0:
+            self.prompt_tokens = prompt
+        details = usage.get("prompt_tokens_details")
+        if type(details) is dict:  # OpenAI's and vLLM's account of the prompt cache
+            self.cached_tokens = _count(details.get("cached_tokens"))
 
     def _server(self, obj: dict[str, Any]) -> None:
         for read in SERVER_TIMINGS:
@@ -221,12 +225,7 @@ def read_completion(body: bytes, state: StreamState, now_ns: int) -> str | None:
     text = message.get("content") if type(message) is dict else choice.get("text")
     usage = obj.get("usage")
     if type(usage) is dict:
-        completion = usage.get("completion_tokens")
-        if type(completion) is int and completion >= 0:
-            state.completion_tokens = completion
-        prompt = usage.get("prompt_tokens")
-        if type(prompt) is int and prompt >= 0:
-            state.prompt_tokens = prompt
+        state.usage(usage)
     state._server(obj)
     if not text:
         return ErrorKind.EMPTY
