@@ -5,7 +5,6 @@ and the search for the highest load within the SLO (``search``), one stage at a 
 
 from loadbench.run.engine import run_stage, run_stages
 from loadbench.run.launch import launched_server
-from loadbench.run.lengths import Lengths
 from loadbench.run.limits import ensure_open_files
 from loadbench.run.plan import StagePlan, plan_stage, plan_stages
 from loadbench.run.progress import Reporter, console, summary_table
@@ -23,7 +22,6 @@ from loadbench.run.stage import RunState, StageResult
 from loadbench.run.work import WorkPool
 
 __all__ = [
-    "Lengths",
     "Probe",
     "Reporter",
     "RunState",

@@ -5,7 +5,8 @@ and a tokenizer that miscounts sends other prompts than the scenario says. So ev
 with a ``[workload]`` keeps, over its ok measured requests, the requested and the measured
 input and output lengths and the share of answers shorter than asked (the OSL mismatch,
 AIPerf's name), and for sessions the TTFT of each turn (turn 1 against later turns shows
-a prefix cache at work). Sums and histograms only: bounded state, and a merge is exact.
+a prefix cache at work). Sums and histograms only: bounded state; result files merge
+their means by weight (``results.merge``).
 """
 
 from __future__ import annotations
@@ -82,30 +83,6 @@ class Lengths:
         if self.turns:
             out["turns"] = [t.to_dict(n) for n, t in sorted(self.turns.items())]
         return out
-
-    def merge(self, other: Lengths) -> None:
-        """Adds ``other`` in (a worker's stage into the driver's): sums and histograms."""
-        for name in (
-            "ok",
-            "input_requested",
-            "input_requested_n",
-            "input_counted",
-            "input_counted_n",
-            "input_measured",
-            "input_measured_n",
-            "output_requested",
-            "output_measured",
-            "output_short",
-            "output_by_usage",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for n, theirs in other.turns.items():
-            mine = self.turns.setdefault(n, Turn())
-            mine.count += theirs.count
-            mine.cached_tokens += theirs.cached_tokens
-            mine.cached_reported += theirs.cached_reported
-            mine.prompt_tokens += theirs.prompt_tokens
-            mine.ttft.add(theirs.ttft)
 
 
 class LengthFold:
