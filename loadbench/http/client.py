@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from loadbench import __version__
-from loadbench.http.sse import SSEDecoder
+from loadbench.http.events import EventReader
 from loadbench.http.stream import StreamState, item_body, read_completion, request_body
 from loadbench.http.transport import Body, LeanTransport, MalformedResponse, tls_context
 from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
@@ -203,21 +203,15 @@ class LoadClient:
                         error = ErrorKind.NOT_SSE
                         detail = f"content-type {response.headers.get('content-type')!r}"
                     else:
-                        decoder = SSEDecoder()
-                        feed, split = state.feed, decoder.feed
-
-                        def on_data(data: bytes) -> None:
-                            now = perf_counter_ns()
-                            for payload in split(data):
-                                feed(payload, now)
-
                         raw = _raw(response)
                         if isinstance(raw, Body) and raw.pumpable:
-                            await raw.pump(on_data)
+                            reader = EventReader(state.feed, raw.decoder)
+                            await raw.pump(reader)
                         else:
+                            reader = EventReader(state.feed)
                             async for data in raw:
-                                on_data(data)
-                        error = state.outcome(decoder.close())
+                                reader.body(data)
+                        error = state.outcome(reader.close())
                         if error is not None:
                             detail = state.describe(error)
                 finally:

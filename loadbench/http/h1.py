@@ -172,6 +172,18 @@ class BodyDecoder:
         self._buf = buf[pos:] if pos < n and not self.done else b""
         return out
 
+    @property
+    def at_boundary(self) -> bool:
+        """Chunked, between two chunks, nothing held back: the next read starts with a
+        size line (``EventReader``'s fast path may take it whole)."""
+        return (
+            self._framing is Framing.CHUNKED
+            and not self._buf
+            and not self._remaining
+            and not self._trailers
+            and not self.done
+        )
+
     def eof(self) -> bool:
         """The connection closed: returns whether the body was complete."""
         if self._framing is Framing.CLOSE:

@@ -96,6 +96,12 @@ class SSEDecoder:
                 _parse_block(event, out)
         return out
 
+    @property
+    def clean(self) -> bool:
+        """At an event boundary, nothing held back, the BOM decided, no CR pending: the
+        next bytes start a new event (``EventReader``'s fast path may take them)."""
+        return self._clean
+
     def _normalise(self, data: bytes) -> bytes:
         """Strip a stream-start BOM and turn CRLF and CR line ends into LF."""
         if self._head is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from time import perf_counter_ns
 
 import anyio
@@ -22,6 +22,7 @@ import anyio.abc
 import httpx
 from anyio.streams.tls import TLSStream
 
+from loadbench.http.events import EventReader
 from loadbench.http.h1 import (
     MAX_HEAD_BYTES,
     BodyDecoder,
@@ -288,35 +289,29 @@ class Body(httpx.AsyncByteStream):
         """Plain TCP on the lean transport: ``pump`` can read in ``data_received``."""
         return isinstance(self._stream, TCPStream)
 
-    async def pump(self, on_data: Callable[[bytes], None]) -> None:
-        """The body's pieces to ``on_data`` as each read arrives, called inside the
-        protocol's ``data_received`` (the raw reference client's shape: no task wake-up,
-        no async generator per read). Raises what iterating would raise."""
+    @property
+    def decoder(self) -> BodyDecoder:
+        """The body's framing, for an ``EventReader`` that reads it raw."""
+        return self._decoder
+
+    async def pump(self, reader: EventReader) -> None:
+        """Each read to ``reader.read`` as it arrives, inside the protocol's
+        ``data_received`` (the raw reference client's shape: no task wake-up, no async
+        generator per read); ``reader`` was built on this body's ``decoder``. Raises what
+        iterating would raise."""
         stream = self._stream
         assert isinstance(stream, TCPStream)
         decoder = self._decoder
-        failed: list[BaseException] = []
         if self._first:
-            on_data(b"".join(self._first))
-        self._first = []
-
-        def sink(data: bytes) -> bool:
-            try:
-                pieces = decoder.feed(data)
-                if pieces:
-                    on_data(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-            except FramingError as exc:
-                failed.append(MalformedResponse(str(exc), request=self._request))
-                return True
-            except Exception as exc:  # a fault in on_data: end the body, raise it in the task
-                failed.append(exc)
-                return True
-            return decoder.done
-
-        while not decoder.done and not failed:
-            await stream.pump(sink)
-            if failed:
-                raise failed[0]
+            first, self._first = self._first, []
+            reader.body(b"".join(first))
+        while not decoder.done:
+            await stream.pump(reader.read)
+            failure = reader.failure
+            if failure is not None:
+                if isinstance(failure, FramingError):
+                    raise MalformedResponse(str(failure), request=self._request) from failure
+                raise failure
             if not decoder.done and stream.ended:
                 if decoder.eof():
                     return
