@@ -21,7 +21,15 @@ import orjson
 from loadbench import __version__
 from loadbench.http.events import EventReader
 from loadbench.http.stream import StreamState, item_body, read_completion, request_body
-from loadbench.http.transport import Body, LeanTransport, MalformedResponse, tls_context
+from loadbench.http.transport import (
+    Body,
+    LeanTransport,
+    MalformedResponse,
+    Origin,
+    origin,
+    render,
+    tls_context,
+)
 from loadbench.records import ErrorKind, RequestRecord, TokenSource, http_error
 from loadbench.scenario import Api, RequestSpec
 
@@ -112,7 +120,11 @@ class LoadClient:
         # httpx copies any Cookies object it is given and wraps every response for the jar:
         # silence the extraction itself (half of httpx's per-request cost, measured).
         setattr(self._client.cookies, "extract_cookies", _ignore_cookies)  # noqa: B010
-        self._requests: dict[tuple[str, str], httpx.Request] = {}
+        self._requests: dict[tuple[str, str], tuple[httpx.Request, bytes]] = {}
+        # The lean transport's idle list for this client's one URL (None over httpx's pool).
+        self._origin: Origin | None = (
+            origin(httpx.URL(self._url)) if self._lean is not None else None
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -140,14 +152,15 @@ class LoadClient:
             return await self._lean.preconnect(httpx.URL(self._url), n)
         return 0
 
-    def _request(self, model: str, prompt: str) -> httpx.Request:
+    def _request(self, model: str, prompt: str) -> tuple[httpx.Request, bytes]:
+        """The request for a prompt, and its bytes on the wire: built once, sent many times."""
         key = (model, prompt)
-        request = self._requests.get(key)
-        if request is None:
+        found = self._requests.get(key)
+        if found is None:
             body = request_body(model, prompt, self._api, self._spec)
             request = self._client.build_request("POST", self._url, content=body)
-            self._requests[key] = request
-        return request
+            found = self._requests[key] = (request, render(request, body))
+        return found
 
     def body(self, model: str, messages: list[dict[str, str]], fields: dict[str, object]) -> bytes:
         """A workload request's body, with this client's ``[request]`` settings."""
@@ -169,9 +182,10 @@ class LoadClient:
         ``None``: now (closed loop). ``body``: a workload's own body, sent instead of
         ``prompt``'s; ``answer``: a list that gets the answer's content pieces."""
         if body is None:
-            request = self._request(model, prompt)
+            request, payload = self._request(model, prompt)
         else:
             request = self._client.build_request("POST", self._url, content=body)
+            payload = render(request, body)
         state = StreamState(self._api is Api.CHAT, answer)
         status: int | None = None
         error: str | None = None
@@ -184,38 +198,46 @@ class LoadClient:
                 # Straight to the transport: no auth, hooks, cookies, mounts or redirects here,
                 # and AsyncClient.send's layers for them cost ~15 µs per request. The request
                 # was built by the client: it has the headers and timeouts send would add.
-                if self._lean is not None:
-                    response = await self._lean.send(request, connects)
+                response: httpx.Response | None = None
+                stream: httpx.AsyncByteStream
+                if self._lean is not None and self._origin is not None:
+                    head, stream = await self._lean.exchange(
+                        self._origin, payload, request, connects
+                    )
+                    status, headers = head.status, head.headers
                 else:
                     response = await self._transport.handle_async_request(request)
-                response.request = request
+                    response.request = request
+                    status, headers, stream = (
+                        response.status_code,
+                        response.headers.raw,
+                        _raw(response),
+                    )
                 got_head = True
                 try:
-                    status = response.status_code
                     if status != 200:
                         error = http_error(status)
-                        detail = await _read_error_body(response)
+                        detail = await _read_error_body(stream)
                     elif not self._spec.stream:
+                        if response is None:  # httpx undoes a Content-Encoding, if any
+                            response = httpx.Response(status, headers=headers, stream=stream)
                         error = read_completion(await response.aread(), state, perf_counter_ns())
-                    elif not response.headers.get("content-type", "").startswith(
-                        "text/event-stream"
-                    ):
+                    elif not (ctype := _content_type(headers)).startswith("text/event-stream"):
                         error = ErrorKind.NOT_SSE
-                        detail = f"content-type {response.headers.get('content-type')!r}"
+                        detail = f"content-type {ctype or None!r}"
                     else:
-                        raw = _raw(response)
-                        if isinstance(raw, Body) and raw.pumpable:
-                            reader = EventReader(state.feed, raw.decoder)
-                            await raw.pump(reader)
+                        if isinstance(stream, Body) and stream.pumpable:
+                            reader = EventReader(state.feed, stream.decoder)
+                            await stream.pump(reader)
                         else:
                             reader = EventReader(state.feed)
-                            async for data in raw:
+                            async for data in stream:
                                 reader.body(data)
                         error = state.outcome(reader.close())
                         if error is not None:
                             detail = state.describe(error)
                 finally:
-                    await response.aclose()
+                    await stream.aclose()
             except httpx.TimeoutException as exc:
                 error, detail = ErrorKind.TIMEOUT, str(exc)
             except httpx.ConnectError as exc:
@@ -276,10 +298,18 @@ def _raw(response: httpx.Response) -> httpx.AsyncByteStream:
     return stream
 
 
-async def _read_error_body(response: httpx.Response) -> str:
+def _content_type(headers: list[tuple[bytes, bytes]]) -> str:
+    """The Content-Type, or "" without one."""
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.decode("latin-1")
+    return ""
+
+
+async def _read_error_body(stream: httpx.AsyncByteStream) -> str:
     """The start of an error body, for the report; the rest is not worth the wait."""
     got = b""
-    async for data in response.aiter_raw():
+    async for data in stream:
         got += data
         if len(got) >= _ERROR_BODY_BYTES:
             break
