@@ -233,7 +233,7 @@ class StageFigures:
     # Connections opened before the window, and by measured requests (None: not reported).
     preopened: int | None = None
     opened: int | None = None
-    # For results.delivery (see StageAccumulator); None: not folded (a worker-split stage).
+    # For results.delivery (see StageAccumulator); None: not folded.
     ttft_fresh: HdrHistogram | None = None
     ttft_reused: HdrHistogram | None = None
     long_streams: int = 0

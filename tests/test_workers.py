@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import loadbench.workers.driver
 from loadbench import __version__
 from loadbench.metrics import encode, merge
-from loadbench.run import StagePlan, plan_stages
+from loadbench.run import StagePlan, plan_stages, prompt_figures
 from loadbench.scenario import LoadMode, Scenario, load_scenario
 from loadbench.sim import SimConfig, simulator_process
 from loadbench.workers import (
@@ -183,6 +183,25 @@ async def test_two_workers_count_what_the_server_saw_and_merge_exactly(
             assert encode(h) == encode(alone)
             assert h.total_count == sum(
                 p.result.figures.histograms[name].total_count for p in stage_parts
+            )
+        # The blocks beside the histograms merge too: what one process would have written.
+        fig = stage.figures
+        assert fig.preopened is not None
+        assert fig.opened is not None
+        assert fig.preopened == sum(p.result.figures.preopened or 0 for p in stage_parts)
+        assert fig.ttft_fresh is not None
+        assert fig.ttft_reused is not None
+        fresh_and_reused = fig.ttft_fresh.total_count + fig.ttft_reused.total_count
+        assert fresh_and_reused == 30 + 2  # every ok request, warm-ups included
+        assert fig.long_streams == sum(p.result.figures.long_streams for p in stage_parts)
+        assert stage.prompts is not None  # 5 prompts: per-prompt figures, merged by prompt
+        assert sum(f.count for f in stage.prompts.values()) == 30
+        assert stage.prompts == prompt_figures([p.prompts for p in stage_parts if p.prompts])
+        for prompt, figures in stage.prompts.items():
+            assert figures.count == sum(
+                p.prompts[prompt][1].total_count
+                for p in stage_parts
+                if p.prompts and prompt in p.prompts
             )
     block = fleet.to_dict()
     assert block["count"] == 2

@@ -54,6 +54,11 @@ def test_two_workers_write_one_ordinary_result(
         req = stage["requests"]
         assert req["sent"] == req["ok"] == 24
         assert stage["latency_ms"]["ttft"]["count"] == 24  # merged histograms hold every one
+        # The same blocks as a single process writes, merged from the workers' parts.
+        assert stage["delivery"]["fresh"] + stage["delivery"]["reused"] == 24 + 1
+        assert stage["connections"]["preopened"] >= 1
+        assert len(stage["prompts"]["by_id"]) == 3
+        assert sum(p["count"] for p in stage["prompts"]["by_id"].values()) == 24
 
 
 def test_worker_options_are_checked_before_any_request(

@@ -41,7 +41,7 @@ KEEPALIVE_STALL = "keepalive_stall"
 
 def delivery_block(fig: StageFigures) -> dict[str, object] | None:
     """The stage's ``delivery`` entry of the result; None when nothing was folded (a
-    worker-split stage)."""
+    result from before delivery was folded, or a worker that did not report it)."""
     if fig.ttft_fresh is None or fig.ttft_reused is None:
         return None
     fresh, reused = int(fig.ttft_fresh.total_count), int(fig.ttft_reused.total_count)

@@ -67,7 +67,7 @@ def _outliers(p50s: dict[str, float | None]) -> tuple[float | None, set[str]]:
 
 def prompts_to_dict(stage: StageResult, prompt_ids: Sequence[str]) -> dict[str, object] | None:
     """Per-prompt figures keyed by prompt id, with outliers flagged; a note instead past
-    ``_MAX_PROMPTS`` prompts; None with one prompt or none folded (a worker-split stage)."""
+    ``_MAX_PROMPTS`` prompts; None with one prompt or none folded (a ``[workload]``)."""
     if stage.prompts is None:
         if len(prompt_ids) > _MAX_PROMPTS:
             return {

@@ -35,7 +35,7 @@ from loadbench.observe import (
 )
 from loadbench.records import ErrorKind, RequestRecord, TokenSource
 from loadbench.run.plan import StagePlan
-from loadbench.run.prompt_figures import MAX_PROMPT_FIGURES, PromptFold
+from loadbench.run.prompt_figures import prompt_fold
 from loadbench.run.stage import (
     MODEL_FAILED,
     LiveStage,
@@ -149,9 +149,7 @@ async def run_stage(
         server=server,
         max_error_rate=max_error_rate,
         on_record=on_record,
-        by_prompt=PromptFold(plan.prompt_order)
-        if work is None and 2 <= len(prompts) <= MAX_PROMPT_FIGURES and plan.prompt_order
-        else None,
+        by_prompt=prompt_fold(plan.prompt_order, len(prompts), work is not None),
         work=work,
     )
     state.live = live

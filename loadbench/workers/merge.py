@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadbench.metrics import StageFigures, merge, summarize
 from loadbench.observe import ClientHealth
-from loadbench.run import StagePlan, StageResult
+from loadbench.run import PromptFigures, StagePlan, StageResult, prompt_figures
 from loadbench.workers.wire import ShardResult
 
 __all__ = ["merge_client", "merge_shards"]
@@ -92,6 +92,12 @@ def merge_shards(plan: StagePlan, parts: Sequence[ShardResult], *, stopped: bool
         achieved_concurrency=per_s(sum(p.busy_ns for p in parts) / 1e9),
         good=good,
         goodput_rps=None if good is None else per_s(good),
+        preopened=_sum_or_none([f.preopened for f in figs]),
+        opened=_sum_or_none([f.opened for f in figs]),
+        ttft_fresh=_merged_or_none([f.ttft_fresh for f in figs]),
+        ttft_reused=_merged_or_none([f.ttft_reused for f in figs]),
+        long_streams=sum(f.long_streams for f in figs),
+        burst_streams=sum(f.burst_streams for f in figs),
     )
     samples: dict[str, str] = {}
     for p in reversed(parts):  # the lowest rank's sample wins
@@ -108,7 +114,25 @@ def merge_shards(plan: StagePlan, parts: Sequence[ShardResult], *, stopped: bool
         error_samples=dict(sorted(samples.items())),
         busy_fraction=_busy_fraction(results),
         stopped=stops[0] if stops else None,
+        prompts=_prompts(parts),
     )
+
+
+def _sum_or_none(values: Sequence[int | None]) -> int | None:
+    """A sum, when every part reported one (the same transport everywhere: all or none)."""
+    return None if any(v is None for v in values) else sum(v or 0 for v in values)
+
+
+def _merged_or_none(hists: Sequence[HdrHistogram | None]) -> HdrHistogram | None:
+    present = [h for h in hists if h is not None]
+    return merge(present) if present and len(present) == len(hists) else None
+
+
+def _prompts(parts: Sequence[ShardResult]) -> dict[int, PromptFigures] | None:
+    """Per-prompt figures from every part's per-prompt histograms, merged by prompt."""
+    if any(p.prompts is None for p in parts):
+        return None
+    return prompt_figures([p.prompts for p in parts if p.prompts is not None])
 
 
 def _busy_fraction(results: Sequence[StageResult]) -> float | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from hdrh.histogram import HdrHistogram
 
 from loadbench.metrics import StageFigures, decode, encode, summarize
 from loadbench.observe import ClientHealth
@@ -101,6 +102,9 @@ class ShardResult:
     busy_ns: int
     start_skew_ms: float | None  # actual start - the shared start time, on its own clock
     stale_reuses: int
+    # By prompt index: TTFT and E2E histograms of its ok measured requests, when the stage
+    # has per-prompt figures (see run.prompt_figures); merged by prompt on the driver.
+    prompts: dict[int, tuple[HdrHistogram, HdrHistogram]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         r, fig = self.result, self.result.figures
@@ -126,7 +130,20 @@ class ShardResult:
                 "clamped": fig.clamped,
                 "good": fig.good,
                 "histograms": {name: encode(h) for name, h in fig.histograms.items()},
+                "preopened": fig.preopened,
+                "opened": fig.opened,
+                "delivery": None
+                if fig.ttft_fresh is None or fig.ttft_reused is None
+                else {
+                    "fresh": encode(fig.ttft_fresh),
+                    "reused": encode(fig.ttft_reused),
+                    "long_streams": fig.long_streams,
+                    "burst_streams": fig.burst_streams,
+                },
             },
+            "prompts": None
+            if self.prompts is None
+            else {str(k): [encode(t), encode(e)] for k, (t, e) in self.prompts.items()},
             "first_due_wall_ns": self.first_due_wall_ns,
             "last_end_wall_ns": self.last_end_wall_ns,
             "busy_ns": self.busy_ns,
@@ -141,6 +158,8 @@ class ShardResult:
         f = d["figures"]
         histograms = {name: decode(blob) for name, blob in f["histograms"].items()}
         duration_s = float(f["duration_s"])
+        delivery = f.get("delivery")
+        prompts = d.get("prompts")
         figures = StageFigures(
             sent=int(f["sent"]),
             ok=int(f["ok"]),
@@ -160,6 +179,12 @@ class ShardResult:
             goodput_rps=None
             if f["good"] is None
             else (int(f["good"]) / duration_s if duration_s > 0 else 0.0),
+            preopened=_count(f.get("preopened")),
+            opened=_count(f.get("opened")),
+            ttft_fresh=None if delivery is None else decode(delivery["fresh"]),
+            ttft_reused=None if delivery is None else decode(delivery["reused"]),
+            long_streams=0 if delivery is None else int(delivery["long_streams"]),
+            burst_streams=0 if delivery is None else int(delivery["burst_streams"]),
         )
         result = StageResult(
             plan=plan_from_dict(d["plan"]),
@@ -180,4 +205,11 @@ class ShardResult:
             busy_ns=int(d["busy_ns"]),
             start_skew_ms=d["start_skew_ms"],
             stale_reuses=int(d["stale_reuses"]),
+            prompts=None
+            if prompts is None
+            else {int(k): (decode(t), decode(e)) for k, (t, e) in prompts.items()},
         )
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)
