@@ -150,8 +150,10 @@ class Bench:
         timing: bool = False,
         tls: bool = False,
         round_no: int = 1,
+        extra: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Run one client process for one cell; returns its JSON plus what we watched."""
+        """Run one client process for one cell; returns its JSON plus what we watched.
+        ``extra``: more options for the client (``--no-uvloop``, which both clients take)."""
         cell: dict[str, Any] = {"section": section, "client": kind, "conc": conc, "tokens": tokens}
         cell["tls"], cell["round"] = tls, round_no
         if self.elapsed() + duration_s + 3 > self.plan.budget_s:
@@ -169,6 +171,7 @@ class Bench:
             argv.append("--timing")
         if tls:
             argv += ["--tls", "--ca", str(server.ca)]
+        argv += extra
         if server.mode == "timed":
             server.reset()
         with cpu_watch(server, cell):
