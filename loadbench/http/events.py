@@ -5,7 +5,8 @@ read went through seven Python calls (the protocol, the pump's sink, the chunked
 and its inner loop, the client's callback, the SSE decoder, the stream state). On a cold
 cache, with a wake-up between every two events, call layers cost more than the work they
 do. The commonest read of all, one whole HTTP chunk holding one whole ``data: {...}``
-event with LF line ends (llama.cpp, vLLM, SGLang and Ollama all send these), is handled
+event with LF line ends (llama.cpp, vLLM, SGLang and Ollama all send these; Foundry Local's
+oatpp server too, with each chunk's closing CRLF sent ahead of the next one), is handled
 here in one function: size line checked, event located, payload handed to the stream
 state. Anything else (a read that is not exactly one chunk, CR line ends, comments, other
 fields, the first read after the head, the end of the body) goes through ``BodyDecoder``
@@ -42,29 +43,39 @@ class EventReader:
         self._sse = SSEDecoder()
         self._feed = feed
         # Both decoders sit at a boundary with nothing held back: a read may take the fast
-        # path. False until the general path has seen the first event (a BOM is decided).
-        self._fast = False
+        # path; the value is the CRLF still due before the next chunk (0 or 2, see
+        # ``BodyDecoder.crlf_due``). None until the general path has seen the first event
+        # (a BOM is decided), and whenever something is held back.
+        self._fast: int | None = None
         self.failure: Exception | None = None
 
     def read(self, data: bytes) -> bool:
         """A raw read; True when the body is complete or failed (the pump stops)."""
         now = perf_counter_ns()
-        if self._fast:
-            # Exactly one chunk, `SIZE\r\n` + `data: PAYLOAD\n\n` + `\r\n`, with no other
-            # line end inside the event: its payload is a slice.
-            eol = data.find(b"\r\n")
+        due = self._fast
+        if due is not None:
+            # Exactly one chunk holding one `data: PAYLOAD\n\n` event with no other line
+            # end: `SIZE\r\n` + event + `\r\n` (most servers), or `\r\n` + `SIZE\r\n` +
+            # event when the previous chunk's CRLF comes first (oatpp). Its payload is a
+            # slice; the decoders are left where they were, which is where they would be.
             n = len(data)
+            if due:
+                whole, start, end = data.startswith(b"\r\n"), 2, n
+            else:
+                whole, start, end = data.endswith(b"\r\n"), 0, n - 2
+            eol = data.find(b"\r\n", start)
             if (
-                0 < eol < 9
+                whole
+                and start < eol < start + 9
                 and data.startswith(b"data: ", eol + 2)
-                and data.endswith(b"\n\n\r\n")
-                and not data[:eol].translate(None, _HEXDIGITS)
-                and int(data[:eol], 16) == n - eol - 4
-                and data.find(b"\n", eol + 8, n - 4) < 0
-                and data.find(b"\r", eol + 2, n - 2) < 0
+                and data.endswith(b"\n\n", 0, end)
+                and not data[start:eol].translate(None, _HEXDIGITS)
+                and int(data[start:eol], 16) == end - eol - 2
+                and data.find(b"\n", eol + 8, end - 2) < 0
+                and data.find(b"\r", eol + 2, end) < 0
             ):
                 try:
-                    self._feed(data[eol + 8 : n - 4], now)
+                    self._feed(data[eol + 8 : end - 2], now)
                 except Exception as exc:  # a fault in feed: end the body, raise it in the task
                     self.failure = exc
                     return True
@@ -78,13 +89,14 @@ class EventReader:
         except Exception as exc:  # FramingError, or a fault in feed
             self.failure = exc
             return True
-        self._fast = self._sse.clean and decoder.at_boundary
+        self._fast = decoder.crlf_due if self._sse.clean else None
         return decoder.done
 
     def body(self, data: bytes) -> None:
         """Body bytes without framing; may raise (it runs in the task, not the protocol)."""
         self._events(data, perf_counter_ns())
-        self._fast = self._sse.clean and self._decoder is not None and self._decoder.at_boundary
+        decoder = self._decoder
+        self._fast = decoder.crlf_due if decoder is not None and self._sse.clean else None
 
     def _events(self, data: bytes, now: int) -> None:
         feed = self._feed

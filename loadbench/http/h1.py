@@ -173,16 +173,14 @@ class BodyDecoder:
         return out
 
     @property
-    def at_boundary(self) -> bool:
-        """Chunked, between two chunks, nothing held back: the next read starts with a
-        size line (``EventReader``'s fast path may take it whole)."""
-        return (
-            self._framing is Framing.CHUNKED
-            and not self._buf
-            and not self._remaining
-            and not self._trailers
-            and not self.done
-        )
+    def crlf_due(self) -> int | None:
+        """Chunked with nothing held back: 0 between two chunks; 2 when all that is due is
+        the CRLF closing the last chunk's data (oatpp, Foundry Local's server, writes it
+        with the next chunk's size line); None otherwise. ``EventReader``'s fast path
+        reads the next chunk whole from either place."""
+        if self._framing is not Framing.CHUNKED or self._buf or self._trailers or self.done:
+            return None
+        return self._remaining if self._remaining in (0, 2) else None
 
     def eof(self) -> bool:
         """The connection closed: returns whether the body was complete."""
