@@ -202,16 +202,35 @@ def test_ignore_eos_gives_exactly_max_tokens_counted_by_usage(
 
 @pytest.fixture(scope="module")
 def sweep(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """One sweep across the 4 slots, shared by the tests that read it (about 40 s)."""
-    return run_loadbench(
-        server,
-        tmp_path_factory.mktemp("sweep"),
-        concurrency=[1, 2, 4, 8, 16],
-        requests=16,
-        max_tokens=24,
-        extra="{ ignore_eos = true, cache_prompt = false }",
-        timeout=400,
-    )
+    """One sweep across the 4 slots, shared by the tests that read it (about 2 min).
+
+    40 tokens an answer, so that a request queued at c=8 waits for a whole answer, well
+    beyond the c=4 stage's shared prefills. With 24 tokens (until 2026-12-04) TTFT p95 rose
+    x2.3-2.4 from c=4 to c=8, just under the knee rule's x2.5, on a box where this server's
+    prefill takes ~550 ms; with 40 it rose x3.4. Each stage's TTFT p95 is the 2nd-largest of
+    16 values, so a busy moment on the shared 2-core box can still move it (once: throughput
+    -27% and TTFT p95 x3.6 from c=1 to c=2, a knee at c=1 this server cannot have). When the
+    knee is missing or at c=1, the sweep runs once more, never more, and the second one is
+    what the tests read; the first is printed.
+    """
+
+    def once() -> Run:
+        return run_loadbench(
+            server,
+            tmp_path_factory.mktemp("sweep"),
+            concurrency=[1, 2, 4, 8, 16],
+            requests=16,
+            max_tokens=40,
+            extra="{ ignore_eos = true, cache_prompt = false }",
+            timeout=400,
+        )
+
+    run = once()
+    knee = run.doc["summary"]["models"][0]["knee"]
+    if knee is None or knee["label"] == "c=1":
+        print(f"sweep: knee {knee}; the box was busy, once more:\n{run.proc.stdout}")
+        run = once()
+    return run
 
 
 @pytest.mark.timeout(480)
