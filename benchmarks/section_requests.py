@@ -76,7 +76,6 @@ def section_requests(b: Bench, bulk: RefServer, timed: RefServer) -> None:
     print("   rotating; figures: the median over the rounds [each round]")
     bulk_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in LABELS}
     timed_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("raw", "lean")}
-    # The same real-time load with both clients on asyncio's own loop (no uvloop).
     plain_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("raw", "lean")}
     realtime_s = 2 * REQUEST_S + p.requests_window_s
     for r in range(1, p.rounds + 1):
@@ -93,35 +92,27 @@ def section_requests(b: Bench, bulk: RefServer, timed: RefServer) -> None:
                 round_no=r,
             )
             bulk_runs[kind].append(cell)
-        for kind in rotation(list(timed_runs), r):
-            cell = b.client(
-                timed,
-                kind,
-                64,
-                TIMED_TOKENS,
-                section="requests-realtime",
-                warmup=["--warmup-each", "1"],
-                duration_s=realtime_s,
-                limit_s=realtime_s + 25,
-                stagger_s=REQUEST_S,
-                round_no=r,
-            )
-            timed_runs[kind].append(cell)
-        for kind in rotation(list(plain_runs), r):
-            cell = b.client(
-                timed,
-                kind,
-                64,
-                TIMED_TOKENS,
-                section="requests-realtime-asyncio",
-                warmup=["--warmup-each", "1"],
-                duration_s=realtime_s,
-                limit_s=realtime_s + 25,
-                stagger_s=REQUEST_S,
-                round_no=r,
-                extra=["--no-uvloop"],
-            )
-            plain_runs[kind].append(cell)
+        # The real-time load twice: on uvloop (as shipped), then with both clients on
+        # asyncio's own loop.
+        for runs, section, extra in (
+            (timed_runs, "requests-realtime", []),
+            (plain_runs, "requests-realtime-asyncio", ["--no-uvloop"]),
+        ):
+            for kind in rotation(list(runs), r):
+                cell = b.client(
+                    timed,
+                    kind,
+                    64,
+                    TIMED_TOKENS,
+                    section=section,
+                    warmup=["--warmup-each", "1"],
+                    duration_s=realtime_s,
+                    limit_s=realtime_s + 25,
+                    stagger_s=REQUEST_S,
+                    round_no=r,
+                    extra=extra,
+                )
+                runs[kind].append(cell)
     print(
         f"   bulk server: {p.warmup_s:g} s warmup, then {p.requests_window_s:g} s as in section 1"
     )
