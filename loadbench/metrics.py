@@ -300,8 +300,11 @@ class StageAccumulator:
         return self.sent
 
     def add(self, rec: RequestRecord, fresh: bool | None = None) -> None:
-        """``fresh``: whether it opened its connection, when ``opened()`` was taken earlier."""
-        fresh, self._fresh = (self._fresh if fresh is None else fresh), False
+        """``fresh``: whether it opened its connection, when ``opened()`` was taken earlier
+        (a deferred fold); else the flag is taken now. A flag set since then belongs to
+        another request and is left alone."""
+        if fresh is None:
+            fresh = self.opened()
         if rec.error is None and rec.token_ns:  # one branch: the delivery fold
             first = rec.token_ns[0]
             record(self._by_connection[not fresh], _us(first - rec.sent_ns))
