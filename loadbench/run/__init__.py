@@ -8,7 +8,7 @@ from loadbench.run.launch import launched_server
 from loadbench.run.limits import ensure_open_files
 from loadbench.run.plan import StagePlan, plan_stage, plan_stages
 from loadbench.run.progress import Reporter, console, summary_table
-from loadbench.run.prompt_figures import PromptFigures, PromptFold, prompt_figures, prompt_fold
+from loadbench.run.prompt_figures import PromptFigures, prompt_figures
 from loadbench.run.search import (
     Probe,
     SearchState,
@@ -25,7 +25,6 @@ from loadbench.run.work import WorkPool
 __all__ = [
     "Probe",
     "PromptFigures",
-    "PromptFold",
     "Reporter",
     "RunState",
     "SearchState",
@@ -39,7 +38,6 @@ __all__ = [
     "plan_stage",
     "plan_stages",
     "prompt_figures",
-    "prompt_fold",
     "record_probe",
     "replay_search",
     "run_stage",

@@ -175,8 +175,7 @@ async def run_stage(
     if scraper is not None:
         metrics = await scraper.finish()
         result = dataclasses.replace(result, server_metrics=metrics.to_dict())
-    state.stages.append(result)
-    state.live = None
+    state.end(result)
     return result
 
 

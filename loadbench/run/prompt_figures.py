@@ -44,8 +44,8 @@ PromptHistograms = dict[int, tuple[HdrHistogram, HdrHistogram]]
 
 def prompt_fold(plan_order: Sequence[int], prompts: int, workload: bool) -> PromptFold | None:
     """The stage's per-prompt fold, when it gets one: 2 to MAX_PROMPT_FIGURES prompts and
-    no ``[workload]`` (its items are not prompts of a set). One rule for the engine and
-    for a worker, whose parts the driver merges by prompt."""
+    no ``[workload]`` (its items are not prompts of a set). A worker sends the fold's
+    histograms (``RunState.prompt_fold``), and its driver merges them by prompt."""
     if workload or not plan_order or not 2 <= prompts <= MAX_PROMPT_FIGURES:
         return None
     return PromptFold(plan_order)

@@ -186,6 +186,16 @@ class RunState:
     stages: list[StageResult] = field(default_factory=list)
     live: LiveStage | None = None
     stale_reuses: int = 0  # requests resent after a kept-alive connection closed under them
+    # The last finished stage's per-prompt fold (None without one): a worker sends its
+    # histograms for its driver to merge. Only the last: a sweep keeps no histograms.
+    prompt_fold: PromptFold | None = None
+
+    def end(self, result: StageResult) -> None:
+        """The live stage is over: keep its result and its per-prompt fold."""
+        self.stages.append(result)
+        if self.live is not None:
+            self.prompt_fold = self.live.by_prompt
+        self.live = None
 
     def close_partial(self, stopped: str | None = None) -> None:
         """After a cancellation: keep the stage that was running, marked interrupted
@@ -193,8 +203,7 @@ class RunState:
         if self.live is not None:
             if stopped is not None:
                 self.live.stopped = stopped
-            self.stages.append(self.live.finish(interrupted=stopped is None))
-            self.live = None
+            self.end(self.live.finish(interrupted=stopped is None))
 
 
 def now_iso() -> str:

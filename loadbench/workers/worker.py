@@ -25,7 +25,7 @@ import anyio.to_thread
 from loadbench import __version__
 from loadbench.http import LoadClient
 from loadbench.records import RequestRecord
-from loadbench.run import PromptFold, RunState, StagePlan, prompt_fold, run_stages
+from loadbench.run import RunState, StagePlan, run_stages
 from loadbench.scenario import Api, RequestSpec
 from loadbench.workers.wire import (
     HEADER_BYTES,
@@ -60,21 +60,17 @@ def refusal(hello: dict[str, Any]) -> str | None:
 
 class _Window:
     """The measured window and busy time of one shard, as the accumulator counts them,
-    kept on the wall clock so that the driver can lay several workers' windows together;
-    and its per-prompt histograms, when the stage has them, for the driver to merge."""
+    kept on the wall clock so that the driver can lay several workers' windows together."""
 
-    def __init__(self, by_prompt: PromptFold | None) -> None:
+    def __init__(self) -> None:
         self.wall_minus_perf_ns = time.time_ns() - perf_counter_ns()
         self.first_due_ns: int | None = None
         self.last_end_ns: int | None = None
         self.busy_ns = 0
-        self.by_prompt = by_prompt
 
     def __call__(self, plan: StagePlan, rec: RequestRecord) -> None:
         if rec.warmup:
             return
-        if self.by_prompt is not None and rec.error is None:
-            self.by_prompt.add(rec)
         due = min(rec.due_ns, rec.sent_ns)
         if self.first_due_ns is None or due < self.first_due_ns:
             self.first_due_ns = due
@@ -138,7 +134,7 @@ class _Session:
         plan = plan_from_dict(msg["plan"])
         state = self.state = RunState()
         stale0 = self.client.stale_reuses
-        window = _Window(prompt_fold(plan.prompt_order, len(self.prompts), workload=False))
+        window = _Window()
         skew_ms: float | None = None
         with anyio.CancelScope() as scope:
             self.scope = scope
@@ -167,7 +163,8 @@ class _Session:
                 busy_ns=window.busy_ns,
                 start_skew_ms=skew_ms,
                 stale_reuses=self.client.stale_reuses - stale0,
-                prompts=window.by_prompt.histograms if window.by_prompt is not None else None,
+                # The engine's own per-prompt fold of this stage, sent for the driver to merge.
+                prompts=state.prompt_fold.histograms if state.prompt_fold is not None else None,
             ).to_dict()
         self.state = None
         await self.send({"type": "result", "stage": index, "part": part})
