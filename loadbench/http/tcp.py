@@ -133,13 +133,20 @@ class TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
+        data = self._take()
         if len(data) > max_bytes:
             chunks.append(data[max_bytes:])
+            self._buffered = len(data) - max_bytes
             data = data[:max_bytes]
+        return data
+
+    def _take(self) -> bytes:
+        """All that is buffered, as one piece; reading resumes if it had been paused."""
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         was_full = self._buffered > READ_SIZE
-        self._buffered = len(chunks[0]) if chunks else 0
+        self._buffered = 0
         if was_full and not self._transport.is_closing():
             self._transport.resume_reading()
         return data
@@ -148,15 +155,8 @@ class TCPStream(anyio.abc.ByteStream, asyncio.Protocol):
         """Hands what is buffered, then every read as it arrives, to ``sink`` (inside
         ``data_received``) until it returns True or the connection ends; one wake-up per
         body instead of one per read. The sink must not raise."""
-        if self._chunks:
-            data = b"".join(self._chunks)
-            self._chunks.clear()
-            was_full = self._buffered > READ_SIZE
-            self._buffered = 0
-            if was_full and not self._transport.is_closing():
-                self._transport.resume_reading()
-            if sink(data):
-                return
+        if self._chunks and sink(self._take()):
+            return
         if self._closed or self._lost or self._eof:
             return
         self._sink = sink

@@ -292,12 +292,8 @@ class Body(httpx.AsyncByteStream):
             try:
                 data = await receive(READ_SIZE)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-                if decoder.eof():
-                    return
-                raise httpx.RemoteProtocolError(
-                    "peer closed connection without sending complete message body",
-                    request=self._request,
-                ) from exc
+                self._ended(exc)
+                return
             try:
                 pieces = decoder.feed(data)
             except FramingError as exc:
@@ -334,12 +330,17 @@ class Body(httpx.AsyncByteStream):
                     raise MalformedResponse(str(failure), request=self._request) from failure
                 raise failure
             if not decoder.done and stream.ended:
-                if decoder.eof():
-                    return
-                raise httpx.RemoteProtocolError(
-                    "peer closed connection without sending complete message body",
-                    request=self._request,
-                ) from stream.error
+                self._ended(stream.error)
+                return
+
+    def _ended(self, cause: BaseException | None) -> None:
+        """The connection ended before the body did: complete for a body that runs until
+        the close, else the server hung up mid-body."""
+        if not self._decoder.eof():
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body",
+                request=self._request,
+            ) from cause
 
     async def aclose(self) -> None:
         stream, self._stream = self._stream, None
