@@ -19,12 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from time import perf_counter_ns
 
-from loadbench.http.h1 import BodyDecoder
+from loadbench.http.h1 import HEXDIGITS, BodyDecoder
 from loadbench.http.sse import SSEDecoder
 
 __all__ = ["EventReader"]
-
-_HEXDIGITS = b"0123456789abcdefABCDEF"
 
 
 class EventReader:
@@ -69,7 +67,7 @@ class EventReader:
                 and start < eol < start + 9
                 and data.startswith(b"data: ", eol + 2)
                 and data.endswith(b"\n\n", 0, end)
-                and not data[start:eol].translate(None, _HEXDIGITS)
+                and not data[start:eol].translate(None, HEXDIGITS)
                 and int(data[start:eol], 16) == end - eol - 2
                 and data.find(b"\n", eol + 8, end - 2) < 0
                 and data.find(b"\r", eol + 2, end) < 0

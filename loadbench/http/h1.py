@@ -15,7 +15,8 @@ from enum import StrEnum
 
 MAX_HEAD_BYTES = 64 * 1024
 _CRLF = b"\r\n"
-_HEXDIGITS = b"0123456789abcdefABCDEF"
+# A chunk size is these and nothing else (see _chunk_size); EventReader checks with them too.
+HEXDIGITS = b"0123456789abcdefABCDEF"
 # RFC 9112 7.1: chunk-size [ BWS ";" chunk-ext ]; blanks after the size are tolerated even
 # without an extension (some servers pad the size), never before it.
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;.*)?")
@@ -152,7 +153,7 @@ class BodyDecoder:
                     break
                 continue
             line = buf[pos:eol]
-            if line and not line.translate(None, _HEXDIGITS):
+            if line and not line.translate(None, HEXDIGITS):
                 size = int(line, 16)  # the common line: hex digits, no extension
             else:
                 size = _chunk_size(line)
