@@ -300,9 +300,7 @@ class StageAccumulator:
         return self.sent
 
     def add(self, rec: RequestRecord, fresh: bool | None = None) -> None:
-        """``fresh``: whether it opened its connection, when ``opened()`` was taken earlier
-        (a deferred fold); else the flag is taken now. A flag set since then belongs to
-        another request and is left alone."""
+        """``fresh``: whether it opened its connection, from an earlier ``opened()``."""
         if fresh is None:
             fresh = self.opened()
         if rec.error is None and rec.token_ns:  # one branch: the delivery fold
