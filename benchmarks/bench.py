@@ -49,7 +49,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness import ITL_MS, QUICK, TTFT_MS, Bench, Plan, median
+from harness import ITL_MS, QUICK, TTFT_MS, Bench, Plan, loadavg, median
 from procs import Children, start_server, tls_files
 from section_coldstart import main as section_coldstart
 from section_events import section_events
@@ -65,10 +65,6 @@ NOISE_NOTE = (
 )
 
 BUSY_PCT = 25.0  # other processes' median CPU, % of one core, above which the guards mislead
-
-
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def header(b: Bench, quick: bool) -> dict[str, Any]:
@@ -95,7 +91,7 @@ def header(b: Bench, quick: bool) -> dict[str, Any]:
     else:
         affinity = f"not pinned: os.sched_setaffinity does not exist on {platform.system()}"
     prio = "server and clients at nice -20 (+ autogroup -20)" if c.prio else "normal priority"
-    load = _loadavg()
+    load = loadavg()
     facts = {
         "cpus": os.cpu_count(),
         "cpu": cpu_name,
@@ -179,7 +175,7 @@ def main() -> int:
             children.stop_all()
         print()
         summary(b)
-        load = _loadavg()
+        load = loadavg()
         print(f"done in {b.elapsed():.0f} s; load average at the end: {load}")
         if args.json:
             doc = {"machine": facts, "plan": asdict(plan), "cells": b.cells}

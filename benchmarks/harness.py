@@ -88,6 +88,11 @@ def median(xs: Sequence[float | None]) -> float | None:
     return statistics.median(got) if got else None
 
 
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, printed beside figures a busy box moves."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
 # -- one measurement -------------------------------------------------------------------------
 
 

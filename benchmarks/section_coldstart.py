@@ -58,7 +58,6 @@ import gc
 import json
 import os
 import signal
-import statistics
 import subprocess
 import tempfile
 import time
@@ -70,6 +69,7 @@ from typing import Any
 
 import anyio
 from cserver.build import Unavailable, build
+from harness import loadavg, median
 from lbclient import CURRENT_STREAM, StampedStreamState
 from procs import Children
 from stamps import StampedRequest, clock_offset_ns, summary_ms, timing_errors
@@ -389,8 +389,7 @@ def _run_cell(
 def _median(cells: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(cells[-1])
     for key in _MEDIANS + (_MEDIANS_C if "paired_ttft_err" in out else ()):
-        values = [c[key] for c in cells if c[key] is not None]
-        out[key] = statistics.median(values) if values else None
+        out[key] = median([c[key] for c in cells])
     out["failed"] = sum(c["failed"] for c in cells)
     return out
 
@@ -415,13 +414,6 @@ def _own_s() -> float:
     """CPU seconds of this process and its reaped children (every server it started)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -461,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     print(
         f"   median of {args.rounds} rounds, each on a fresh server, servers alternating; {pinned};"
         f" client loop {'uvloop' if _backend() else 'asyncio'}; error = p99 - truth, ms;"
-        f" load average {_loadavg()} at the start"
+        f" load average {loadavg()} at the start"
     )
     head = (
         f"   {'server':>6} {'c':>4} {'pre-open':>8} | {'TTFT':>7} {'ITL':>7} | {'outside':>7}"
@@ -516,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if busy0 is not None and busy1 is not None
         else ""
     )
-    print(f"   load average {_loadavg()} at the end{others}")
+    print(f"   load average {loadavg()} at the end{others}")
     print("   outside: TTFT p99 less the server's own parse-to-first-token time; srv late: the")
     print(
         "   server's first-token lateness p99, by its own clock; c only, from a second run of the"
